@@ -1,0 +1,308 @@
+//! The command line: parse with clap, call one library function, map the
+//! result to an exit code (0 ok, 1 a check said no, 2 bad usage or input,
+//! 3 I/O or environment).
+
+use crate::error::Result;
+use crate::pipeline::{self, Comparison, ConvertRequest};
+use crate::source::{self, Format, OpenOptions};
+use crate::target::output::DigestAlgo;
+use crate::target::TargetFormat;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// onramp: move VM images onto a cloud.
+#[derive(Debug, Parser)]
+#[command(name = "onramp", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Print nothing but errors (and requested JSON).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to open an input.
+#[derive(Debug, Args, Clone)]
+pub struct InputArgs {
+    /// Input format (skips detection by magic).
+    #[arg(long, value_enum)]
+    pub from: Option<Format>,
+    /// Follow backing files / parent disks, only inside the image's own directory.
+    #[arg(long)]
+    pub allow_backing: bool,
+}
+
+impl InputArgs {
+    fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            format: self.from,
+            allow_backing: self.allow_backing,
+            temp_dir: None,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show an image's format, sizes and format details.
+    Info {
+        /// The image.
+        image: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert an image to a cloud disk format in one pass.
+    Convert {
+        /// Input image.
+        input: PathBuf,
+        /// Output file (written atomically).
+        output: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        to: TargetFormat,
+        #[command(flatten)]
+        inp: InputArgs,
+        /// Grow the virtual disk to this size (bytes, or with K/M/G/T suffix; binary units).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// Compute this digest of the output while writing (repeatable).
+        #[arg(long, value_enum)]
+        digest: Vec<DigestAlgo>,
+        /// Replace an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two disks: exit 0 if identical, 1 with the first difference.
+    Compare {
+        /// First image.
+        a: PathBuf,
+        /// Second image.
+        b: PathBuf,
+        /// Format of the first image.
+        #[arg(long, value_enum)]
+        from_a: Option<Format>,
+        /// Format of the second image.
+        #[arg(long, value_enum)]
+        from_b: Option<Format>,
+        /// Follow backing files inside each image's directory.
+        #[arg(long)]
+        allow_backing: bool,
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parse "123", "20M", "30G", "1.5T"-free binary sizes.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'B' => 1,
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("onramp: {e}");
+            e.kind().exit_code()
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {} ({n} bytes)", UNITS[u])
+    }
+}
+
+fn print_details(m: &serde_json::Map<String, Value>, indent: usize) {
+    for (k, v) in m {
+        match v {
+            Value::Object(o) => {
+                println!("{:indent$}{k}:", "");
+                print_details(o, indent + 2);
+            }
+            Value::String(s) => println!("{:indent$}{k}: {s}", ""),
+            other => println!("{:indent$}{k}: {other}", ""),
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Info { image, input, json } => {
+            let m = pipeline::info(image, &input.open_options())?;
+            if *json {
+                print_json(&Value::Object(m));
+            } else {
+                println!("image: {}", image.display());
+                println!("format: {}", m["format"].as_str().unwrap_or("?"));
+                println!(
+                    "virtual size: {}",
+                    human_bytes(m["virtual_size"].as_u64().unwrap_or(0))
+                );
+                println!(
+                    "allocated: {}",
+                    human_bytes(m["allocated_bytes"].as_u64().unwrap_or(0))
+                );
+                if let Some(Value::Object(d)) = m.get("details") {
+                    if !d.is_empty() {
+                        println!("details:");
+                        print_details(d, 2);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Convert {
+            input,
+            output,
+            to,
+            inp,
+            size,
+            digest,
+            force,
+            json,
+        } => {
+            let req = ConvertRequest {
+                input,
+                output,
+                to: *to,
+                open: inp.open_options(),
+                size: *size,
+                force: *force,
+                digests: digest.clone(),
+            };
+            let progress = !cli.quiet && std::io::stderr().is_terminal();
+            let spinner = progress.then(|| {
+                let pb = indicatif::ProgressBar::new_spinner();
+                pb.set_message(format!("converting {}", input.display()));
+                pb.enable_steady_tick(std::time::Duration::from_millis(120));
+                pb
+            });
+            let started = std::time::Instant::now();
+            let r = pipeline::convert(&req);
+            if let Some(pb) = spinner {
+                pb.finish_and_clear();
+            }
+            let r = r?;
+            if !cli.quiet {
+                for n in &r.notes {
+                    eprintln!("onramp: note: {n}");
+                }
+            }
+            if *json {
+                let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut v {
+                    o.insert("format".into(), json!(to.name()));
+                    o.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+                    let d: serde_json::Map<String, Value> = r
+                        .output
+                        .digests
+                        .iter()
+                        .map(|(a, h)| (a.name().to_string(), json!(h)))
+                        .collect();
+                    o.insert("digests".into(), Value::Object(d));
+                }
+                print_json(&v);
+            } else if !cli.quiet {
+                println!("output: {}", r.output.path.display());
+                println!("format: {}", to.name());
+                println!("virtual size: {}", human_bytes(r.virtual_size));
+                println!("bytes written: {}", human_bytes(r.output.bytes_written));
+                for (a, h) in &r.output.digests {
+                    println!("{}: {h}", a.name());
+                }
+            }
+            Ok(0)
+        }
+        Command::Compare {
+            a,
+            b,
+            from_a,
+            from_b,
+            allow_backing,
+            json,
+        } => {
+            let oa = OpenOptions {
+                format: *from_a,
+                allow_backing: *allow_backing,
+                temp_dir: None,
+            };
+            let ob = OpenOptions {
+                format: *from_b,
+                ..oa.clone()
+            };
+            let sa = source::open(a, &oa)?;
+            let sb = source::open(b, &ob)?;
+            let c = pipeline::compare(sa.as_ref(), sb.as_ref())?;
+            let code = i32::from(c != Comparison::Identical);
+            if *json {
+                print_json(&serde_json::to_value(&c).unwrap_or(Value::Null));
+            } else if !cli.quiet {
+                match c {
+                    Comparison::Identical => println!("Images are identical."),
+                    Comparison::SizeDiffers { a: x, b: y } => {
+                        println!("Image size mismatch: {x} != {y} bytes")
+                    }
+                    Comparison::ContentDiffers { offset } => {
+                        println!("Content mismatch at offset {offset}!")
+                    }
+                }
+            }
+            Ok(code)
+        }
+    }
+}
+
+/// Map a clap error to exit code 2 (usage), printing it.
+pub fn usage_error(e: clap::Error) -> i32 {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+        _ => 2,
+    }
+}

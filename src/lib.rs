@@ -1,0 +1,15 @@
+//! onramp: move the VM images customers already run onto a cloud.
+//!
+//! The crate follows the pipeline (see README.md): [`source`] detects and opens
+//! inputs as [`block::BlockSource`]s; [`target`] writes cloud disk formats in one
+//! streaming pass; [`pipeline`] ties the stages together for the CLI in [`cli`].
+
+pub mod block;
+pub mod cli;
+pub mod error;
+pub mod limits;
+pub mod pipeline;
+pub mod source;
+pub mod target;
+
+pub use error::{Error, ErrorKind, Result};

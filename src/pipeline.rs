@@ -1,0 +1,145 @@
+//! The library entry points the CLI calls: info, convert, compare.
+
+use crate::block::{allocated_bytes, for_each_window, BlockSource, ExtentKind};
+use crate::error::{Error, Result};
+use crate::source::{self, OpenOptions};
+use crate::target::{self, output::DigestAlgo, TargetFormat, WriteOptions, WriteReport};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// What `onramp info` reports.
+pub fn info(path: &Path, opts: &OpenOptions) -> Result<Map<String, Value>> {
+    let src = source::open(path, opts)?;
+    let mut m = Map::new();
+    m.insert("path".into(), json!(path.display().to_string()));
+    m.insert("format".into(), json!(src.format_name()));
+    m.insert("virtual_size".into(), json!(src.size()));
+    m.insert(
+        "allocated_bytes".into(),
+        json!(allocated_bytes(src.as_ref()).map_err(|e| e.at(path))?),
+    );
+    m.insert("details".into(), Value::Object(src.details()));
+    Ok(m)
+}
+
+/// A conversion request.
+#[derive(Debug, Clone)]
+pub struct ConvertRequest<'a> {
+    /// Input image.
+    pub input: &'a Path,
+    /// Output path.
+    pub output: &'a Path,
+    /// Output format.
+    pub to: TargetFormat,
+    /// How to open the input.
+    pub open: OpenOptions,
+    /// Virtual size wanted (`--size`).
+    pub size: Option<u64>,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Digests to compute while writing.
+    pub digests: Vec<DigestAlgo>,
+}
+
+/// Convert one image in one pass.
+pub fn convert(req: &ConvertRequest<'_>) -> Result<WriteReport> {
+    let mut open = req.open.clone();
+    if open.temp_dir.is_none() {
+        open.temp_dir = req.output.parent().map(Path::to_path_buf);
+    }
+    if same_file(req.input, req.output) {
+        return Err(Error::invalid(format!(
+            "output {} is the input; onramp never writes its input",
+            req.output.display()
+        )));
+    }
+    let src = source::open(req.input, &open)?;
+    let opts = WriteOptions {
+        size: req.size,
+        force: req.force,
+        digests: req.digests.clone(),
+        timestamp: target::default_timestamp()?,
+    };
+    target::write(src.as_ref(), req.to, req.output, &opts)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Result of comparing two disks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Comparison {
+    /// Same size and content.
+    Identical,
+    /// Sizes differ.
+    SizeDiffers {
+        /// Size of A.
+        a: u64,
+        /// Size of B.
+        b: u64,
+    },
+    /// First differing byte.
+    ContentDiffers {
+        /// Offset of the first differing byte.
+        offset: u64,
+    },
+}
+
+/// Compare two disks byte for byte, skipping ranges both maps say are zero.
+pub fn compare(a: &dyn BlockSource, b: &dyn BlockSource) -> Result<Comparison> {
+    if a.size() != b.size() {
+        return Ok(Comparison::SizeDiffers {
+            a: a.size(),
+            b: b.size(),
+        });
+    }
+    const STEP: u64 = 1 << 20;
+    let mut ba = vec![0u8; STEP as usize];
+    let mut bb = vec![0u8; STEP as usize];
+    let mut found: Option<u64> = None;
+    for_each_window(a, |ea| {
+        if found.is_some() {
+            return Ok(());
+        }
+        for eb in b.map(ea.offset, ea.len)? {
+            let mut off = eb.offset;
+            while off < eb.end() {
+                let n = (eb.end() - off).min(STEP);
+                let nu = n as usize;
+                if ea.kind == ExtentKind::Zero && eb.kind == ExtentKind::Zero {
+                    break;
+                }
+                if ea.kind == ExtentKind::Zero {
+                    ba[..nu].fill(0);
+                } else {
+                    a.read_at(off, &mut ba[..nu])?;
+                }
+                if eb.kind == ExtentKind::Zero {
+                    bb[..nu].fill(0);
+                } else {
+                    b.read_at(off, &mut bb[..nu])?;
+                }
+                if ba[..nu] != bb[..nu] {
+                    let i = ba[..nu]
+                        .iter()
+                        .zip(&bb[..nu])
+                        .position(|(x, y)| x != y)
+                        .unwrap_or(0);
+                    found = Some(off + i as u64);
+                    return Ok(());
+                }
+                off += n;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(match found {
+        Some(offset) => Comparison::ContentDiffers { offset },
+        None => Comparison::Identical,
+    })
+}
