@@ -7,6 +7,7 @@
 pub mod block;
 pub mod cli;
 pub mod error;
+pub mod fs;
 pub mod limits;
 pub mod pipeline;
 pub mod source;

@@ -7,6 +7,7 @@
 //! hashing and upload consume the map instead of scanning bytes.
 
 pub mod conformance;
+pub mod slice;
 
 use crate::error::{Error, Result};
 
