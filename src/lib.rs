@@ -10,6 +10,7 @@ pub mod error;
 pub mod fs;
 pub mod limits;
 pub mod pipeline;
+pub mod recipe;
 pub mod source;
 pub mod target;
 
