@@ -9,6 +9,7 @@ pub mod cli;
 pub mod error;
 pub mod fs;
 pub mod limits;
+pub mod overlay;
 pub mod pipeline;
 pub mod recipe;
 pub mod source;
