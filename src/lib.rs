@@ -8,6 +8,7 @@ pub mod block;
 pub mod cli;
 pub mod error;
 pub mod fs;
+pub mod inject;
 pub mod limits;
 pub mod overlay;
 pub mod pipeline;
