@@ -303,3 +303,84 @@ fn decompression_bomb_stops_at_the_limit() {
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 32 << 20);
     assert!(allocated(&out) < 1 << 20);
 }
+
+#[test]
+fn gce_tar_with_bad_checksum_or_extra_member_is_refused() {
+    if !require(&["tar", "gzip"]) {
+        return;
+    }
+    let d = tempdir();
+    let stage = d.path().join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(stage.join("disk.raw"), pattern(3, 1 << 20)).unwrap();
+    std::fs::write(stage.join("extra.txt"), b"hello\n").unwrap();
+    // Two members: disk.raw then extra.txt.
+    let two = d.path().join("two.tar.gz");
+    run(
+        "tar",
+        &[
+            "--format=oldgnu",
+            "-Sczf",
+            s(&two),
+            "-C",
+            s(&stage),
+            "disk.raw",
+            "extra.txt",
+        ],
+    );
+    assert_fails_cleanly(&two, d.path(), &[], "more than disk.raw");
+    // One member whose header checksum is wrong.
+    let tar = d.path().join("one.tar");
+    run(
+        "tar",
+        &[
+            "--format=oldgnu",
+            "-Scf",
+            s(&tar),
+            "-C",
+            s(&stage),
+            "disk.raw",
+        ],
+    );
+    let mut b = std::fs::read(&tar).unwrap();
+    b[110] ^= 1; // inside the uid field
+    std::fs::write(&tar, &b).unwrap();
+    let bad = gz(&tar);
+    assert_fails_cleanly(&bad, d.path(), &[], "chksum");
+}
+
+#[test]
+fn decompressed_readers_pass_conformance() {
+    if !require(&["qemu-img", "gzip", "xz", "zstd", "tar"]) {
+        return;
+    }
+    let d = tempdir();
+    let raw = d.path().join("disk.raw");
+    make_raw_with_holes(&raw, 5 << 20);
+    let reference = d.path().join("ref.raw");
+    qemu_img(&["convert", "-f", "raw", "-O", "raw", s(&raw), s(&reference)]);
+    let tgz = d.path().join("gce.tar.gz");
+    run(
+        "tar",
+        &[
+            "--format=oldgnu",
+            "-Sczf",
+            s(&tgz),
+            "-C",
+            s(d.path()),
+            "disk.raw",
+        ],
+    );
+    let opts = onramp::source::OpenOptions {
+        temp_dir: Some(d.path().join("tmp")),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(d.path().join("tmp")).unwrap();
+    for c in [gz(&raw), xz(&raw), zst(&raw), tgz] {
+        let r = onramp::source::open(&c, &opts).unwrap();
+        onramp::block::conformance::check(&r, &reference)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+        drop(r);
+    }
+    assert!(entries(&d.path().join("tmp")).is_empty());
+}
