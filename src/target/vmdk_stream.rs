@@ -10,15 +10,17 @@
 //! sector 128..    for every non-zero 64 KiB grain, in LBA order:
 //!                   grain marker (lba u64, size u32) + zlib stream, padded to 512
 //!                 after the grains of each 512-grain span (32 MiB): a grain
-//!                   table marker + that grain table (only when it has grains)
+//!                   table marker + that grain table (also when it is empty)
 //!                 grain directory marker + grain directory
 //!                 footer marker + footer (the header with the real gdOffset)
 //!                 end-of-stream marker
 //! ```
 //!
 //! Grain table entries hold the sector of the grain's marker. Zero grains are
-//! never compressed or written (entry 0); grain tables without any grain are
-//! omitted (directory entry 0), both of which read as zeros.
+//! never compressed or written (entry 0, which reads as zeros). Every grain
+//! table is written, even an empty one (2.5 KiB per 32 MiB of disk), because
+//! VMware's own writers give every directory entry a table and importers
+//! that follow them may not expect a zero directory entry.
 //!
 //! Grains are compressed (zlib, the spec's `compressAlgorithm` 1) in parallel
 //! on rayon workers through [`stream`]; the file is written in order.
@@ -198,7 +200,6 @@ struct Writer {
     /// Grain table being filled (index of the table, entries).
     gt_index: u64,
     gt: Vec<u32>,
-    gt_used: bool,
     /// Grain directory entries (sector of each table, 0 when absent).
     gd: Vec<u32>,
     /// A grain being assembled from partial pieces: (grain index, bytes).
@@ -222,28 +223,24 @@ impl Writer {
         Ok(())
     }
 
+    /// Write the current grain table (every table is written, even an empty
+    /// one: VMware's own writers give every directory entry a table).
     fn flush_table(&mut self) -> Result<()> {
-        let gd_entry = if self.gt_used {
-            self.out
-                .write(&marker(GTES_PER_GT * 4 / SECTOR, MARKER_GT))?;
-            let at = self.sector()?;
-            let mut bytes = Vec::with_capacity(self.gt.len() * 4);
-            for e in &self.gt {
-                bytes.extend_from_slice(&e.to_le_bytes());
-            }
-            self.out.write_owned(bytes)?;
-            at
-        } else {
-            0
-        };
+        self.out
+            .write(&marker(GTES_PER_GT * 4 / SECTOR, MARKER_GT))?;
+        let at = self.sector()?;
+        let mut bytes = Vec::with_capacity(self.gt.len() * 4);
+        for e in &self.gt {
+            bytes.extend_from_slice(&e.to_le_bytes());
+        }
+        self.out.write_owned(bytes)?;
         if let Some(slot) = usize::try_from(self.gt_index)
             .ok()
             .and_then(|i| self.gd.get_mut(i))
         {
-            *slot = gd_entry;
+            *slot = at;
         }
         self.gt.iter_mut().for_each(|e| *e = 0);
-        self.gt_used = false;
         Ok(())
     }
 
@@ -254,7 +251,6 @@ impl Writer {
         self.seek_table(grain / GTES_PER_GT)?;
         let at = self.sector()?;
         self.gt[(grain % GTES_PER_GT) as usize] = at;
-        self.gt_used = true;
         self.out.write_owned(record)
     }
 
@@ -300,7 +296,6 @@ pub fn write(
         out,
         gt_index: 0,
         gt: vec![0u32; GTES_PER_GT as usize],
-        gt_used: false,
         gd: vec![0u32; gd_len],
         partial: None,
     };
