@@ -30,3 +30,24 @@ pub const MAX_RECURSION_DEPTH: usize = 32;
 
 /// Size of the chunks the conversion engine reads and writes: 1 MiB.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Environment variable that overrides [`MAX_DECOMPRESSED_BYTES`] (bytes; for
+/// tests and for hosts with less scratch space).
+pub const MAX_DECOMPRESSED_ENV: &str = "ONRAMP_MAX_DECOMPRESSED_BYTES";
+
+/// The decompression limit in force: [`MAX_DECOMPRESSED_ENV`] when set to a
+/// whole number of bytes, else [`MAX_DECOMPRESSED_BYTES`]. Read here only.
+pub fn max_decompressed_bytes() -> u64 {
+    std::env::var(MAX_DECOMPRESSED_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(MAX_DECOMPRESSED_BYTES)
+}
+
+/// Deepest nesting of compressed inputs (a `.gz` of a `.gz` ...): 4. Real
+/// images are compressed once; a GCE tar.gz counts as one level.
+pub const MAX_COMPRESSION_DEPTH: usize = 4;
+
+/// Most sparse map entries accepted in a GNU tar member: 2 Mi (32 MiB of
+/// (offset, length) pairs, the [`MAX_TABLE_BYTES`] budget).
+pub const MAX_TAR_SPARSE_ENTRIES: usize = 2 << 20;
