@@ -987,33 +987,48 @@ fn ova_two_disks_and_sha1_manifest() {
     let vb = src.join("boot.vmdk");
     stream_vmdk(&raw_a, &va);
     stream_vmdk(&raw_b, &vb);
-    // DiskSection order: data (0), boot (1); the hardware boots from disk 1.
+    // DiskSection order: boot (0), data (1); the hardware lists boot first.
+    std::fs::write(
+        src.join("vm.ovf"),
+        ovf_text(&[("boot.vmdk", 9 << 20), ("data.vmdk", 12 << 20)], &[0, 1]),
+    )
+    .unwrap();
+    let mf = format!(
+        "SHA1(vm.ovf)= {}\nSHA1(boot.vmdk)= {}\nSHA1(data.vmdk)= {}\n",
+        digest_hex::<sha1::Sha1>(&src.join("vm.ovf")),
+        digest_hex::<sha1::Sha1>(&vb),
+        digest_hex::<sha1::Sha1>(&va)
+    );
+    std::fs::write(src.join("vm.mf"), mf).unwrap();
+    let ova = d.path().join("vm.ova");
+    gnu_tar(&src, &ova, &["vm.ovf", "vm.mf", "boot.vmdk", "data.vmdk"]);
+    // Default: the boot disk.
+    check_against_qemu(&ova, &vb, "vmdk", &[], true);
+    let v: serde_json::Value =
+        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova)])).unwrap();
+    assert_eq!(v["details"]["open_disk"], 0);
+    assert_eq!(v["details"]["disks"][0]["boot"], true);
+    assert_eq!(v["details"]["manifest"]["verified"], true);
+    assert_eq!(v["details"]["manifest"]["entries"][1]["algorithm"], "SHA1");
+    // --disk 1 picks the data disk.
+    check_against_qemu(&ova, &va, "vmdk", &["--disk", "1"], true);
+    let v: serde_json::Value =
+        serde_json::from_str(&onramp_ok(&["info", "--json", "--disk", "1", s(&ova)])).unwrap();
+    assert_eq!(v["details"]["open_member"], "data.vmdk");
+    assert_eq!(v["virtual_size"], 12 << 20);
+
+    // When the hardware boots from the second DiskSection entry, that is the default.
     std::fs::write(
         src.join("vm.ovf"),
         ovf_text(&[("data.vmdk", 12 << 20), ("boot.vmdk", 9 << 20)], &[1, 0]),
     )
     .unwrap();
-    let mf = format!(
-        "SHA1(vm.ovf)= {}\nSHA1(data.vmdk)= {}\nSHA1(boot.vmdk)= {}\n",
-        digest_hex::<sha1::Sha1>(&src.join("vm.ovf")),
-        digest_hex::<sha1::Sha1>(&va),
-        digest_hex::<sha1::Sha1>(&vb)
-    );
-    std::fs::write(src.join("vm.mf"), mf).unwrap();
-    let ova = d.path().join("vm.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "vm.mf", "data.vmdk", "boot.vmdk"]);
-    // Default: the boot disk.
-    check_against_qemu(&ova, &vb, "vmdk", &[], true);
+    let ova2 = d.path().join("vm2.ova");
+    gnu_tar(&src, &ova2, &["vm.ovf", "data.vmdk", "boot.vmdk"]);
     let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova)])).unwrap();
-    assert_eq!(v["details"]["open_disk"], 1);
-    assert_eq!(v["details"]["disks"][1]["boot"], true);
-    // --disk 0 picks the data disk.
-    check_against_qemu(&ova, &va, "vmdk", &["--disk", "0"], true);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", "--disk", "0", s(&ova)])).unwrap();
-    assert_eq!(v["details"]["open_member"], "data.vmdk");
-    assert_eq!(v["details"]["manifest"]["entries"][1]["algorithm"], "SHA1");
+        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova2)])).unwrap();
+    assert_eq!(v["details"]["open_member"], "boot.vmdk");
+    assert_eq!(v["details"]["manifest"]["present"], false);
     expect_refused(d.path(), &["info", "--disk", "5", s(&ova)], "--disk 5");
 }
 
@@ -1122,4 +1137,27 @@ fn ova_hostile_members_exit_2() {
     let ova = d.join("missing.ova");
     gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk"]);
     expect_refused(&d, &["info", s(&ova)], "nothere.vmdk");
+}
+
+#[test]
+fn ova_raw_disk_member_read_in_place() {
+    if !require(&["qemu-img", "tar", "sha256sum"]) {
+        return;
+    }
+    let d = tempdir();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let raw = src.join("disk.img");
+    make_raw_with_holes(&raw, 6 << 20);
+    std::fs::write(src.join("vm.ovf"), ovf_text(&[("disk.img", 6 << 20)], &[0])).unwrap();
+    let ova = d.path().join("raw.ova");
+    gnu_tar(&src, &ova, &["vm.ovf", "disk.img"]);
+    check_against_qemu(&ova, &raw, "raw", &[], true);
+    let v: serde_json::Value =
+        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova)])).unwrap();
+    assert_eq!(v["details"]["disk"]["format"], "raw");
+    // The member's data starts after the OVF's header+data and its own header.
+    let off = v["details"]["members"][1]["offset"].as_u64().unwrap();
+    assert_eq!(off % 512, 0);
+    assert_eq!(read_at(&ova, off, 4096), read_at(&raw, 0, 4096));
 }

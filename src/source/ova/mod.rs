@@ -239,7 +239,7 @@ impl OvaReader {
             detect::detect_bytes(head.get(..hn).unwrap_or(&[]), has_tail.then_some(&tail[..]))?;
         let inner: Box<dyn BlockSource> = match fmt {
             Format::Vmdk if head.starts_with(b"KDMV") => {
-                let r = VmdkReader::from_sparse_range(range)?;
+                let r = VmdkReader::from_sparse_named(range, member.name.clone())?;
                 if r.has_parent() {
                     return Err(Error::unsupported(format!(
                         "VMDK \"{}\" in the OVA has a parent; differencing disks inside an OVA are not read",

@@ -119,6 +119,12 @@ impl VmdkReader {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        Self::from_sparse_named(range, name)
+    }
+
+    /// Like [`VmdkReader::from_sparse_range`], naming the extent `name` in
+    /// details (e.g. the member name inside an OVA).
+    pub fn from_sparse_named(range: FileRange, name: String) -> Result<Self> {
         let sp = SparseExtent::open(range)?;
         // An extent of a multi-extent disk may carry an empty descriptor area.
         let descriptor = match &sp.descriptor {
