@@ -147,8 +147,9 @@ fn bad(msg: &str, at: usize) -> Error {
     Error::corrupt_msg(format!("OVF descriptor: {msg} at byte {at}"))
 }
 
-fn tokenize(x: &str) -> Result<Vec<Token>> {
-    let mut out = Vec::new();
+/// Tokenize `x`, handing each token to `f` as it is found (no token list is
+/// kept, so memory stays proportional to the input).
+fn tokenize(x: &str, mut f: impl FnMut(Token) -> Result<()>) -> Result<()> {
     let mut i = 0usize;
     while i < x.len() {
         let rest = x.get(i..).unwrap_or("");
@@ -156,7 +157,7 @@ fn tokenize(x: &str) -> Result<Vec<Token>> {
             let end = rest.find('<').unwrap_or(rest.len());
             let t = rest.get(..end).unwrap_or("");
             if !t.trim().is_empty() {
-                out.push(Token::Text(unescape(t.trim())));
+                f(Token::Text(unescape(t.trim())))?;
             }
             i = i.saturating_add(end);
             continue;
@@ -180,7 +181,7 @@ fn tokenize(x: &str) -> Result<Vec<Token>> {
         let inner = rest.get(1..close).unwrap_or("");
         i = i.saturating_add(close).saturating_add(1);
         if let Some(name) = inner.strip_prefix('/') {
-            out.push(Token::End(local(name.trim()).to_string()));
+            f(Token::End(local(name.trim()).to_string()))?;
             continue;
         }
         let (inner, empty) = match inner.strip_suffix('/') {
@@ -213,9 +214,9 @@ fn tokenize(x: &str) -> Result<Vec<Token>> {
             attrs.push((key, unescape(body.get(..endq).unwrap_or(""))));
             a = body.get(endq.saturating_add(1)..).unwrap_or("");
         }
-        out.push(Token::Start { name, attrs, empty });
+        f(Token::Start { name, attrs, empty })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// End of a tag (the `>` not inside a quoted attribute value).
@@ -242,13 +243,12 @@ fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Parse an OVF descriptor.
 pub fn parse(text: &str) -> Result<Envelope> {
-    let tokens = tokenize(text)?;
     let mut env = Envelope::default();
     let mut stack: Vec<String> = Vec::new();
     let mut systems = 0usize;
     // Inside the first VirtualSystem's current Item: (resource type, host resources).
     let mut item: Option<(Option<String>, Vec<String>)> = None;
-    for t in tokens {
+    tokenize(text, |t| {
         match t {
             Token::Start { name, attrs, empty } => {
                 let parent = stack.last().map(String::as_str);
@@ -321,7 +321,8 @@ pub fn parse(text: &str) -> Result<Envelope> {
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     if !stack.is_empty() {
         return Err(Error::corrupt_msg(format!(
             "OVF descriptor: element <{}> is not closed",

@@ -17,8 +17,9 @@ use std::path::Path;
 pub struct VdiReader {
     range: FileRange,
     header: VdiHeader,
-    /// Byte offset in the file of each block, None when it reads as zeros.
-    blocks: Vec<Option<u64>>,
+    /// The checked block map: each entry is a stored block index (its data
+    /// lies inside the file) or BLOCK_FREE / BLOCK_ZERO.
+    blocks: Vec<u32>,
     block_bytes: u64,
 }
 
@@ -45,7 +46,7 @@ impl VdiReader {
             ]);
             let at = map_at.saturating_add(u64::try_from(i).unwrap_or(0).saturating_mul(4));
             if e == BLOCK_FREE || e == BLOCK_ZERO {
-                blocks.push(None);
+                blocks.push(e);
                 continue;
             }
             // Bytes of this block the virtual disk uses (the last may be partial).
@@ -56,8 +57,8 @@ impl VdiReader {
                 .and_then(|x| x.checked_add(data_at));
             let end = off.and_then(|o| o.checked_add(used));
             match (off, end) {
-                (Some(o), Some(end)) if end <= range.len() && e < header.blocks_in_image => {
-                    blocks.push(Some(o))
+                (Some(_), Some(end)) if end <= range.len() && e < header.blocks_in_image => {
+                    blocks.push(e)
                 }
                 _ => {
                     return Err(Error::corrupt(
@@ -106,12 +107,18 @@ impl VdiReader {
                 .saturating_sub(within)
                 .saturating_add(self.block_bytes)
                 .min(end);
+            let data_at = u64::from(self.header.offset_data);
             let at = self
                 .blocks
                 .get(bi)
                 .copied()
-                .flatten()
-                .map(|o| o.saturating_add(within));
+                .filter(|&e| e != BLOCK_FREE && e != BLOCK_ZERO)
+                .map(|e| {
+                    u64::from(e)
+                        .saturating_mul(self.block_bytes)
+                        .saturating_add(data_at)
+                        .saturating_add(within)
+                });
             f(pos, next.saturating_sub(pos), at)?;
             pos = next;
         }
