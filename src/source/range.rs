@@ -34,6 +34,37 @@ impl FileRange {
         })
     }
 
+    /// The whole of `path`, refusing a symbolic link (O_NOFOLLOW): for files
+    /// an image names beside itself (extents, parents), so a link planted
+    /// next to the image cannot make onramp read a file elsewhere.
+    pub fn open_beside(path: &Path, what: &str) -> Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            if e == rustix::io::Errno::LOOP {
+                Error::invalid(format!(
+                    "{what} {} is a symbolic link; onramp reads only plain files \
+                     in the image's own directory",
+                    path.display()
+                ))
+            } else {
+                Error::io(format!("open {what} {}", path.display()), e.into())
+            }
+        })?;
+        let file = File::from(fd);
+        let len = file.metadata().ctx(|| "stat".into())?.len();
+        Ok(FileRange {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            base: 0,
+            len,
+        })
+    }
+
     /// A window of this range; fails if it does not lie inside.
     pub fn sub(&self, offset: u64, len: u64, what: &str) -> Result<Self> {
         match offset.checked_add(len) {

@@ -101,6 +101,8 @@ impl VmdkReader {
                 )));
             }
             let p = dir_of(path).join(&hint);
+            // Refuse a parent that is a symbolic link (the reader reopens it).
+            drop(FileRange::open_beside(&p, "VMDK parent")?);
             let popts = OpenOptions {
                 format: None,
                 ..opts.clone()
@@ -215,7 +217,7 @@ impl VmdkReader {
                 ExtentType::Flat => {
                     check_file_name(&e.file, "VMDK extent file")?;
                     let p = dir.join(&e.file);
-                    let whole = FileRange::open(&p).map_err(|x| x.at(&p))?;
+                    let whole = FileRange::open_beside(&p, "VMDK extent").map_err(|x| x.at(&p))?;
                     let off = e.offset.checked_mul(SECTOR).ok_or_else(|| {
                         Error::corrupt_msg(format!("VMDK extent \"{}\": offset overflows", e.file))
                     })?;
@@ -228,7 +230,8 @@ impl VmdkReader {
                 ExtentType::Sparse => {
                     check_file_name(&e.file, "VMDK extent file")?;
                     let p = dir.join(&e.file);
-                    let sp = SparseExtent::open(FileRange::open(&p)?).map_err(|x| x.at(&p))?;
+                    let sp = SparseExtent::open(FileRange::open_beside(&p, "VMDK extent")?)
+                        .map_err(|x| x.at(&p))?;
                     if sp.size() < len {
                         return Err(Error::corrupt(
                             "VMDK sparse header",
