@@ -857,6 +857,15 @@ fn vdi_corrupt_variants_exit_2() {
     }
     let p = variant(dp, &img, "sig.vdi", 0x40, &[0, 0, 0, 0]);
     expect_refused(dp, &["info", "--from", "vdi", s(&p)], "signature");
+    // A disk size that is not whole sectors is rounded up, as qemu does.
+    let odd = variant(
+        dp,
+        &img,
+        "odd.vdi",
+        0x170,
+        &((8u64 << 20) - 100).to_le_bytes(),
+    );
+    check_against_qemu(&odd, &odd, "vdi", &[], true);
 }
 
 // ---------------------------------------------------------------- OVA

@@ -141,7 +141,11 @@ impl VdiHeader {
             offset_bmap: le32(b, 0x154),
             offset_data: le32(b, 0x158),
             sector_size: le32(b, 0x168),
-            disk_size: u64::from_le_bytes(disk),
+            // `VBoxManage convertfromraw` can write sizes that are not whole
+            // sectors; like qemu's vdi driver, round up to 512.
+            disk_size: u64::from_le_bytes(disk)
+                .checked_next_multiple_of(512)
+                .unwrap_or(u64::MAX),
             block_size: le32(b, 0x178),
             block_extra: le32(b, 0x17c),
             blocks_in_image: le32(b, 0x180),
