@@ -33,6 +33,9 @@ pub struct InputArgs {
     /// Follow backing files / parent disks, only inside the image's own directory.
     #[arg(long)]
     pub allow_backing: bool,
+    /// Disk of a multi-disk OVA to open (0-based, OVF DiskSection order; default: boot disk).
+    #[arg(long)]
+    pub disk: Option<usize>,
 }
 
 impl InputArgs {
@@ -41,6 +44,7 @@ impl InputArgs {
             format: self.from,
             allow_backing: self.allow_backing,
             temp_dir: None,
+            disk: self.disk,
         }
     }
 }
@@ -359,6 +363,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 format: *from_a,
                 allow_backing: *allow_backing,
                 temp_dir: None,
+                disk: None,
             };
             let ob = OpenOptions {
                 format: *from_b,

@@ -297,6 +297,8 @@ pub fn open(
         // Nothing beside a temporary file is the image's directory.
         allow_backing: false,
         temp_dir: opts.temp_dir.clone(),
+        // An OVA behind compression still honours --disk.
+        disk: opts.disk,
     };
     let inner = open_depth(&temp.open_path, &inner_opts, depth.saturating_add(1)).map_err(|e| {
         let msg = format!("inside the {what} data: {}", e.message());
