@@ -14,6 +14,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod chain;
 pub mod detect;
 pub mod qcow2;
 pub mod raw;
@@ -55,7 +56,7 @@ pub(crate) fn open_depth(
     };
     match format {
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
-        Format::Qcow2 => qcow2::Qcow2Reader::open(path, opts, depth),
+        Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Reader::open(path, opts, depth)?)),
         Format::Vhd => Ok(Box::new(vhd::VhdReader::open(path)?)),
         other => Err(Error::unsupported(format!(
             "reading {} images is not implemented in this build",
