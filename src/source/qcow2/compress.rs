@@ -21,6 +21,10 @@ pub struct Scratch {
     pub input: Vec<u8>,
     /// One decompressed cluster (when the caller wants only part of it).
     pub cluster: Vec<u8>,
+    /// Which image and compressed stream `cluster` holds: (image id, host
+    /// offset), so a cluster read in parts (2 MiB clusters, 1 MiB chunks) is
+    /// decompressed once.
+    pub cluster_key: Option<(usize, u64)>,
     inflate: Option<flate2::Decompress>,
     zstd: Option<zstd::stream::raw::Decoder<'static>>,
 }

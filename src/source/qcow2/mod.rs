@@ -46,7 +46,12 @@ pub struct Qcow2Reader {
     cache: L2Cache,
     backing_name: Option<String>,
     backing: Option<Box<dyn BlockSource>>,
+    /// Unique per opened image, keys the per-thread decompressed cluster.
+    id: usize,
 }
+
+/// Source of [`Qcow2Reader::id`].
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 impl std::fmt::Debug for Qcow2Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -381,6 +386,7 @@ impl Qcow2Reader {
             cache,
             backing_name,
             backing,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -783,22 +789,35 @@ impl Qcow2Reader {
             )
         };
         compress::with_scratch(|s| {
-            let avail = len.min(self.geo.file_size.saturating_sub(offset));
-            s.input.resize(usize_of(avail)?, 0);
-            read_exact_at(&self.file, offset, &mut s.input, "qcow2 compressed cluster")?;
-            if in_cluster == 0 && u64::try_from(dst.len()).ok() == Some(cs) {
+            let key = (self.id, offset);
+            if s.cluster_key != Some(key) {
+                let avail = len.min(self.geo.file_size.saturating_sub(offset));
+                s.input.resize(usize_of(avail)?, 0);
+                read_exact_at(&self.file, offset, &mut s.input, "qcow2 compressed cluster")?;
+            }
+            let whole = in_cluster == 0 && u64::try_from(dst.len()).ok() == Some(cs);
+            if whole && s.cluster_key != Some(key) {
                 return s.decompress_into(ctype, dst, &what);
             }
             let mut cluster = std::mem::take(&mut s.cluster);
-            cluster.resize(usize_of(cs)?, 0);
-            let r = s.decompress_into(ctype, &mut cluster, &what);
-            if r.is_ok() {
-                let a = usize_of(in_cluster)?;
-                let src = a
-                    .checked_add(dst.len())
-                    .and_then(|b| cluster.get(a..b))
+            let r = if s.cluster_key == Some(key) {
+                Ok(())
+            } else {
+                s.cluster_key = None;
+                cluster.resize(usize_of(cs)?, 0);
+                s.decompress_into(ctype, &mut cluster, &what)
+            };
+            let r = r.and_then(|()| {
+                let src = usize::try_from(in_cluster)
+                    .ok()
+                    .and_then(|a| Some(a..a.checked_add(dst.len())?))
+                    .and_then(|range| cluster.get(range))
                     .ok_or_else(|| Error::invalid("compressed read outside its cluster"))?;
                 dst.copy_from_slice(src);
+                Ok(())
+            });
+            if r.is_ok() {
+                s.cluster_key = Some(key);
             }
             s.cluster = cluster;
             r
