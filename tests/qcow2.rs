@@ -648,3 +648,22 @@ fn damaged_metadata_never_panics() {
     }
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+#[test]
+fn internal_snapshots() {
+    if !require(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let d = tempdir();
+    let raw = raw_fixture(d.path());
+    let img = d.path().join("snap.qcow2");
+    to_qcow2(&raw, &img, false, "compat=1.1,cluster_size=65536");
+    qemu_img(&["snapshot", "-c", "first", s(&img)]);
+    qemu_io(&img, &["write -P 0x77 0 1M", "write -z 10000000 64k"]);
+    qemu_img(&["snapshot", "-c", "second-with-a-longer-name", s(&img)]);
+    qemu_io(&img, &["write -P 0x78 2M 64k"]);
+    check_image(&img, false);
+    let info = onramp_ok(&["info", "--json", s(&img)]);
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["details"]["snapshots"], 2);
+}

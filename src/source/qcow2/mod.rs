@@ -368,7 +368,13 @@ impl Qcow2Reader {
         drop(l1raw);
         meta.set_l2_tables(l2s);
 
-        let cache = L2Cache::new(limits::QCOW2_L2_CACHE_BYTES, cs, needed_l1);
+        // Each image further down a backing chain gets half the cache of the
+        // one above it (at least 1 MiB), so a 16-deep chain stays bounded.
+        let budget = limits::QCOW2_L2_CACHE_BYTES
+            .checked_shr(u32::try_from(depth).unwrap_or(u32::MAX))
+            .unwrap_or(0)
+            .max(1 << 20);
+        let cache = L2Cache::new(budget, cs, needed_l1);
 
         let backing = match &backing_name {
             None => None,
@@ -550,12 +556,15 @@ impl Qcow2Reader {
                 .saturating_add(u64::from(extra))
                 .saturating_add(id_len)
                 .saturating_add(name_len);
+            // qemu does not write the padding after the last entry, so the
+            // file may end before it.
+            let unpadded_end = pos.saturating_add(len);
             pos = pos.saturating_add(round_up(len, 8));
-            if pos > table_end_limit {
+            if unpadded_end > table_end_limit {
                 return Err(Error::corrupt(
                     "qcow2 snapshot table",
                     format!("entry {i}"),
-                    pos,
+                    unpadded_end,
                     "an entry inside the file and the snapshot table limit",
                     "past the end",
                 ));
