@@ -86,3 +86,25 @@ pub const MAX_TAR_EXT_HEADER: u64 = 64 << 10;
 /// one grain decompresses into (the spec's grains are 64 KiB; bounding this
 /// keeps a hostile grainSize from allocating gigabytes per read).
 pub const MAX_VMDK_COMPRESSED_GRAIN_BYTES: u64 = 16 << 20;
+/// Largest qcow2 refcount table read: 8 MiB, qemu's `QCOW_MAX_REFTABLE_SIZE`
+/// (block/qcow2.h; qcow2 spec "qemu has an implementation limit of 8 MB").
+pub const MAX_QCOW2_REFTABLE_BYTES: u64 = 8 << 20;
+
+/// Largest qcow2 L1 table read: 32 MiB, qemu's `QCOW_MAX_L1_SIZE` (block/qcow2.h).
+pub const MAX_QCOW2_L1_BYTES: u64 = MAX_TABLE_BYTES;
+
+/// Most qcow2 internal snapshots accepted: 65536, qemu's `QCOW_MAX_SNAPSHOTS`.
+pub const MAX_QCOW2_SNAPSHOTS: u32 = 65536;
+
+/// Largest qcow2 snapshot table: 64 MiB, qemu's `QCOW_MAX_SNAPSHOTS_SIZE`
+/// (1 KiB per entry on average times `QCOW_MAX_SNAPSHOTS`).
+pub const MAX_QCOW2_SNAPSHOT_TABLE_BYTES: u64 = 1024 * 65536;
+
+/// Largest extra data in one qcow2 snapshot table entry: 1 KiB, qemu's
+/// `QCOW_MAX_SNAPSHOT_EXTRA_DATA`.
+pub const MAX_QCOW2_SNAPSHOT_EXTRA_DATA: u32 = 1024;
+
+/// Memory for cached, decoded qcow2 L2 tables per image: 32 MiB, qemu's
+/// `DEFAULT_L2_CACHE_MAX_SIZE` on Linux (block/qcow2.h), which keeps the
+/// whole process under the 128 MiB target of issue 5.
+pub const QCOW2_L2_CACHE_BYTES: u64 = 32 << 20;

@@ -15,6 +15,7 @@
 )]
 
 pub mod compressed;
+pub mod chain;
 pub mod detect;
 pub mod ova;
 pub mod qcow2;
@@ -63,7 +64,7 @@ pub(crate) fn open_depth(
     };
     match format {
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
-        Format::Qcow2 => qcow2::Qcow2Reader::open(path, opts, depth),
+        Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Reader::open(path, opts, depth)?)),
         Format::Vhd => Ok(Box::new(vhd::VhdReader::open(path)?)),
         Format::Gzip | Format::Xz | Format::Zstd => compressed::open(path, format, opts, depth),
         Format::Vmdk => vmdk::VmdkReader::open(path, opts, depth),
