@@ -1,0 +1,96 @@
+//! Writers for every output format. Each consumes a [`BlockSource`] and its
+//! allocation map, writes through an atomic [`output::OutputFile`], and is
+//! deterministic (no wall-clock or random values).
+
+pub mod azure_vhd;
+pub mod output;
+pub mod raw;
+pub mod stream;
+
+use crate::block::BlockSource;
+use crate::error::{Error, Result};
+use output::{DigestAlgo, OutputFile, OutputSummary};
+use std::path::Path;
+
+/// Output formats (`--to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetFormat {
+    /// Azure's fixed VHD (MiB-aligned size, footer with creator "win ").
+    AzureVhd,
+    /// Sparse raw.
+    Raw,
+}
+
+impl TargetFormat {
+    /// The `--to` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetFormat::AzureVhd => "azure-vhd",
+            TargetFormat::Raw => "raw",
+        }
+    }
+}
+
+/// Options common to every writer.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Requested virtual size (`--size`); never below the source.
+    pub size: Option<u64>,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Digests to compute while writing.
+    pub digests: Vec<DigestAlgo>,
+    /// Seconds since the Unix epoch to stamp into formats with a timestamp.
+    pub timestamp: u64,
+}
+
+/// What a writer reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriteReport {
+    /// The output file.
+    #[serde(flatten)]
+    pub output: OutputSummary,
+    /// Virtual size of the written disk.
+    pub virtual_size: u64,
+    /// Notes for the user (e.g. "size rounded up to a whole MiB").
+    pub notes: Vec<String>,
+}
+
+/// Virtual size for a target: the source size, grown to `--size`, never below the data.
+pub fn target_size(src_size: u64, requested: Option<u64>) -> Result<u64> {
+    match requested {
+        None => Ok(src_size),
+        Some(r) if r < src_size => Err(Error::invalid(format!(
+            "--size {r} is smaller than the source disk ({src_size} bytes); onramp never shrinks a disk"
+        ))),
+        Some(r) => Ok(r),
+    }
+}
+
+/// Timestamp for deterministic outputs: SOURCE_DATE_EPOCH if set, else 2000-01-01 (the VHD epoch).
+pub fn default_timestamp() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+            Error::invalid(format!(
+                "SOURCE_DATE_EPOCH must be whole seconds since 1970, found {v:?}"
+            ))
+        }),
+        Err(_) => Ok(crate::source::vhd::footer::VHD_EPOCH_UNIX),
+    }
+}
+
+/// Write `src` to `path` as `format`.
+pub fn write(
+    src: &dyn BlockSource,
+    format: TargetFormat,
+    path: &Path,
+    opts: &WriteOptions,
+) -> Result<WriteReport> {
+    let out = OutputFile::create(path, opts.force, &opts.digests).map_err(|e| e.at(path))?;
+    let r = match format {
+        TargetFormat::AzureVhd => azure_vhd::write(src, out, opts),
+        TargetFormat::Raw => raw::write(src, out, opts),
+    };
+    r.map_err(|e| e.at(path))
+}
