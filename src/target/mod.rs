@@ -4,8 +4,12 @@
 
 pub mod azure_vhd;
 pub mod output;
+pub mod qcow2;
 pub mod raw;
+pub mod spool;
 pub mod stream;
+pub mod vhd_dynamic;
+pub mod vhdx;
 
 use crate::block::BlockSource;
 use crate::error::{Error, Result};
@@ -20,6 +24,12 @@ pub enum TargetFormat {
     AzureVhd,
     /// Sparse raw.
     Raw,
+    /// Dynamic VHD (2 MiB blocks, BAT, footer copy at the start).
+    VhdDynamic,
+    /// Dynamic VHDX (32 MiB blocks unless --block-size), empty log.
+    Vhdx,
+    /// qcow2 version 3 (64 KiB clusters); --compress writes compressed clusters.
+    Qcow2,
 }
 
 impl TargetFormat {
@@ -28,6 +38,9 @@ impl TargetFormat {
         match self {
             TargetFormat::AzureVhd => "azure-vhd",
             TargetFormat::Raw => "raw",
+            TargetFormat::VhdDynamic => "vhd-dynamic",
+            TargetFormat::Vhdx => "vhdx",
+            TargetFormat::Qcow2 => "qcow2",
         }
     }
 }
@@ -43,6 +56,37 @@ pub struct WriteOptions {
     pub digests: Vec<DigestAlgo>,
     /// Seconds since the Unix epoch to stamp into formats with a timestamp.
     pub timestamp: u64,
+    /// Block size for formats that have one (`--block-size`; VHDX).
+    pub block_size: Option<u64>,
+    /// Compress clusters (`--compress`; qcow2).
+    pub compress: Option<Compression>,
+}
+
+/// Cluster compression (`--compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Raw deflate (qcow2 compression type 0, "zlib").
+    Deflate,
+    /// Zstandard (qcow2 compression type 1).
+    Zstd,
+}
+
+/// Refuse options the chosen format does not take.
+fn check_format_options(format: TargetFormat, opts: &WriteOptions) -> Result<()> {
+    if opts.compress.is_some() && format != TargetFormat::Qcow2 {
+        return Err(Error::invalid(format!(
+            "--compress is not supported for --to {} (only qcow2)",
+            format.name()
+        )));
+    }
+    if opts.block_size.is_some() && format != TargetFormat::Vhdx {
+        return Err(Error::invalid(format!(
+            "--block-size is not supported for --to {} (only vhdx)",
+            format.name()
+        )));
+    }
+    Ok(())
 }
 
 /// What a writer reports.
@@ -87,10 +131,14 @@ pub fn write(
     path: &Path,
     opts: &WriteOptions,
 ) -> Result<WriteReport> {
+    check_format_options(format, opts)?;
     let out = OutputFile::create(path, opts.force, &opts.digests).map_err(|e| e.at(path))?;
     let r = match format {
         TargetFormat::AzureVhd => azure_vhd::write(src, out, opts),
         TargetFormat::Raw => raw::write(src, out, opts),
+        TargetFormat::VhdDynamic => vhd_dynamic::write(src, out, opts),
+        TargetFormat::Vhdx => vhdx::write(src, out, opts),
+        TargetFormat::Qcow2 => qcow2::write(src, out, opts),
     };
     r.map_err(|e| e.at(path))
 }
