@@ -276,3 +276,35 @@ fn bad_options_are_usage_errors() {
         assert!(!out.exists(), "{args:?} left an output");
     }
 }
+
+#[test]
+fn tiny_and_empty_sources() {
+    if !require(&["qemu-img"]) {
+        return;
+    }
+    let d = tempdir();
+    let one = d.path().join("one.raw");
+    std::fs::write(&one, b"x").unwrap();
+    let empty = d.path().join("empty.raw");
+    std::fs::write(&empty, b"").unwrap();
+    for t in TARGETS {
+        let out = d.path().join(format!("one.{}", t.ext));
+        let v = convert(&one, &out, t, None);
+        assert_eq!(v["virtual_size"].as_u64(), Some(512), "{}", t.to);
+        assert!(qemu_compare(&one, "raw", &out, t.qemu), "{}", t.to);
+        let out = d.path().join(format!("empty.{}", t.ext));
+        let mut args = vec!["convert", s(&empty), s(&out), "--to", t.to];
+        args.extend_from_slice(t.extra);
+        let o = onramp(&args);
+        if t.to == "vhdx" {
+            // A VHDX cannot describe a 0-byte disk (qemu refuses to open one).
+            assert_eq!(o.status.code(), Some(2));
+            continue;
+        }
+        assert!(o.status.success(), "{} {:?}", t.to, o);
+        assert!(qemu_compare(&empty, "raw", &out, t.qemu), "{}", t.to);
+        if t.qemu == "qcow2" {
+            qemu_img(&["check", s(&out)]);
+        }
+    }
+}

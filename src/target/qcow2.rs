@@ -144,7 +144,7 @@ pub fn write(
     if l1_size * 8 > MAX_TABLE_BYTES {
         return Err(Error::unsupported("qcow2 L1 table would exceed 32 MiB"));
     }
-    let l1_clusters = clusters(l1_size * 8).max(1);
+    let l1_clusters = clusters(l1_size * 8);
     let mut l2_tables: Vec<u64> = spool.grains.iter().map(|g| g.index / L2_ENTRIES).collect();
     l2_tables.dedup();
     let n_l2 = l2_tables.len() as u64;

@@ -248,6 +248,11 @@ pub fn write(
             "a VHDX holds at most 64 TiB; this disk is {size} bytes"
         )));
     }
+    if size == 0 {
+        return Err(Error::invalid(
+            "the disk is empty and a VHDX cannot be 0 bytes; give --size",
+        ));
+    }
     let mut notes = Vec::new();
     if size != wanted {
         notes.push(format!(
