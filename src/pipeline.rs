@@ -39,6 +39,10 @@ pub struct ConvertRequest<'a> {
     pub force: bool,
     /// Digests to compute while writing.
     pub digests: Vec<DigestAlgo>,
+    /// Block size for formats that have one (`--block-size`).
+    pub block_size: Option<u64>,
+    /// Cluster compression (`--compress`).
+    pub compress: Option<target::Compression>,
 }
 
 /// Convert one image in one pass.
@@ -59,6 +63,8 @@ pub fn convert(req: &ConvertRequest<'_>) -> Result<WriteReport> {
         force: req.force,
         digests: req.digests.clone(),
         timestamp: target::default_timestamp()?,
+        block_size: req.block_size,
+        compress: req.compress,
     };
     target::write(src.as_ref(), req.to, req.output, &opts)
 }

@@ -85,6 +85,12 @@ pub enum Command {
         /// Machine-readable output on stdout.
         #[arg(long)]
         json: bool,
+        /// Block size of the output (vhdx: 1M to 256M, a power of two; default 32M).
+        #[arg(long, value_parser = parse_size)]
+        block_size: Option<u64>,
+        /// Compress the output's clusters (qcow2).
+        #[arg(long, value_enum)]
+        compress: Option<crate::target::Compression>,
     },
     /// Compare two disks: exit 0 if identical, 1 with the first difference.
     Compare {
@@ -298,6 +304,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             digest,
             force,
             json,
+            block_size,
+            compress,
         } => {
             let req = ConvertRequest {
                 input,
@@ -307,6 +315,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 size: *size,
                 force: *force,
                 digests: digest.clone(),
+                block_size: *block_size,
+                compress: *compress,
             };
             let progress = !cli.quiet && std::io::stderr().is_terminal();
             let spinner = progress.then(|| {

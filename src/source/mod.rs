@@ -14,8 +14,8 @@
     clippy::indexing_slicing
 )]
 
-pub mod compressed;
 pub mod chain;
+pub mod compressed;
 pub mod detect;
 pub mod ova;
 pub mod qcow2;

@@ -5,8 +5,12 @@
 pub mod azure_vhd;
 pub mod gce_tar;
 pub mod output;
+pub mod qcow2;
 pub mod raw;
+pub mod spool;
 pub mod stream;
+pub mod vhd_dynamic;
+pub mod vhdx;
 pub mod vmdk_stream;
 
 use crate::block::BlockSource;
@@ -22,6 +26,12 @@ pub enum TargetFormat {
     AzureVhd,
     /// Sparse raw.
     Raw,
+    /// Dynamic VHD (2 MiB blocks, BAT, footer copy at the start).
+    VhdDynamic,
+    /// Dynamic VHDX (32 MiB blocks unless --block-size), empty log.
+    Vhdx,
+    /// qcow2 version 3 (64 KiB clusters); --compress writes compressed clusters.
+    Qcow2,
     /// streamOptimized VMDK (AWS VM Import, VMware).
     VmdkStream,
     /// Google Compute Engine's gzip'd tar holding a sparse disk.raw.
@@ -32,8 +42,10 @@ impl TargetFormat {
     /// The usual file extension of outputs in this format.
     pub fn extension(self) -> &'static str {
         match self {
-            TargetFormat::AzureVhd => "vhd",
+            TargetFormat::AzureVhd | TargetFormat::VhdDynamic => "vhd",
             TargetFormat::Raw => "raw",
+            TargetFormat::Vhdx => "vhdx",
+            TargetFormat::Qcow2 => "qcow2",
             TargetFormat::VmdkStream => "vmdk",
             TargetFormat::GceTar => "tar.gz",
         }
@@ -44,6 +56,9 @@ impl TargetFormat {
         match self {
             TargetFormat::AzureVhd => "azure-vhd",
             TargetFormat::Raw => "raw",
+            TargetFormat::VhdDynamic => "vhd-dynamic",
+            TargetFormat::Vhdx => "vhdx",
+            TargetFormat::Qcow2 => "qcow2",
             TargetFormat::VmdkStream => "vmdk-stream",
             TargetFormat::GceTar => "gce-tar",
         }
@@ -61,6 +76,37 @@ pub struct WriteOptions {
     pub digests: Vec<DigestAlgo>,
     /// Seconds since the Unix epoch to stamp into formats with a timestamp.
     pub timestamp: u64,
+    /// Block size for formats that have one (`--block-size`; VHDX).
+    pub block_size: Option<u64>,
+    /// Compress clusters (`--compress`; qcow2).
+    pub compress: Option<Compression>,
+}
+
+/// Cluster compression (`--compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Raw deflate (qcow2 compression type 0, "zlib").
+    Deflate,
+    /// Zstandard (qcow2 compression type 1).
+    Zstd,
+}
+
+/// Refuse options the chosen format does not take.
+fn check_format_options(format: TargetFormat, opts: &WriteOptions) -> Result<()> {
+    if opts.compress.is_some() && format != TargetFormat::Qcow2 {
+        return Err(Error::invalid(format!(
+            "--compress is not supported for --to {} (only qcow2)",
+            format.name()
+        )));
+    }
+    if opts.block_size.is_some() && format != TargetFormat::Vhdx {
+        return Err(Error::invalid(format!(
+            "--block-size is not supported for --to {} (only vhdx)",
+            format.name()
+        )));
+    }
+    Ok(())
 }
 
 /// What a writer reports.
@@ -105,10 +151,14 @@ pub fn write(
     path: &Path,
     opts: &WriteOptions,
 ) -> Result<WriteReport> {
+    check_format_options(format, opts)?;
     let out = OutputFile::create(path, opts.force, &opts.digests).map_err(|e| e.at(path))?;
     let r = match format {
         TargetFormat::AzureVhd => azure_vhd::write(src, out, opts),
         TargetFormat::Raw => raw::write(src, out, opts),
+        TargetFormat::VhdDynamic => vhd_dynamic::write(src, out, opts),
+        TargetFormat::Vhdx => vhdx::write(src, out, opts),
+        TargetFormat::Qcow2 => qcow2::write(src, out, opts),
         TargetFormat::VmdkStream => vmdk_stream::write(src, out, path, opts),
         TargetFormat::GceTar => gce_tar::write(src, out, opts),
     };

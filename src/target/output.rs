@@ -192,6 +192,23 @@ impl OutputFile {
         self.pos
     }
 
+    /// A scratch file beside the output (same file system, so never on a
+    /// RAM-backed /tmp), already unlinked: it vanishes when dropped. Writers
+    /// whose metadata precedes their data spool the data here first.
+    pub fn spool_file(&self) -> Result<File> {
+        let mut name = self.tmp_path.clone().into_os_string();
+        name.push(".spool");
+        let p = PathBuf::from(name);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .ctx(|| format!("create {}", p.display()))?;
+        std::fs::remove_file(&p).ctx(|| format!("unlink {}", p.display()))?;
+        Ok(f)
+    }
+
     /// Append `buf`.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
         self.write_owned(buf.to_vec())
