@@ -56,7 +56,7 @@ pub(crate) fn open_depth(
     match format {
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
         Format::Qcow2 => qcow2::Qcow2Reader::open(path, opts, depth),
-        Format::Vhd => Ok(Box::new(vhd::VhdReader::open(path)?)),
+        Format::Vhd => Ok(Box::new(vhd::VhdReader::open_with(path, opts, depth)?)),
         other => Err(Error::unsupported(format!(
             "reading {} images is not implemented in this build",
             other.name()
