@@ -18,6 +18,7 @@ pub mod detect;
 pub mod qcow2;
 pub mod raw;
 pub mod vhd;
+pub mod vhdx;
 
 use crate::block::BlockSource;
 use crate::error::{Error, Result};
@@ -57,6 +58,7 @@ pub(crate) fn open_depth(
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
         Format::Qcow2 => qcow2::Qcow2Reader::open(path, opts, depth),
         Format::Vhd => Ok(Box::new(vhd::VhdReader::open_with(path, opts, depth)?)),
+        Format::Vhdx => Ok(Box::new(vhdx::VhdxReader::open_with(path, opts, depth)?)),
         other => Err(Error::unsupported(format!(
             "reading {} images is not implemented in this build",
             other.name()

@@ -63,7 +63,10 @@ impl Bat {
                 S,
                 "max_table_entries",
                 entries_field,
-                format!("at least {} to cover the {size}-byte disk", size.div_ceil(bs)),
+                format!(
+                    "at least {} to cover the {size}-byte disk",
+                    size.div_ceil(bs)
+                ),
                 n,
             ));
         }
@@ -75,7 +78,10 @@ impl Bat {
                 S,
                 "max_table_entries",
                 entries_field,
-                format!("at most {needed} for a {}-byte disk", size.max(current_size)),
+                format!(
+                    "at most {needed} for a {}-byte disk",
+                    size.max(current_size)
+                ),
                 n,
             ));
         }

@@ -40,7 +40,13 @@ impl Locator {
         self.platform_code
             .to_be_bytes()
             .iter()
-            .map(|&c| if c.is_ascii_graphic() || c == b' ' { char::from(c) } else { '.' })
+            .map(|&c| {
+                if c.is_ascii_graphic() || c == b' ' {
+                    char::from(c)
+                } else {
+                    '.'
+                }
+            })
             .collect()
     }
 
@@ -185,7 +191,10 @@ impl DynHeader {
 
     /// Byte offset of locator `i`'s `platform_data_offset` field (for errors).
     pub fn locator_field_offset(&self, i: usize) -> u64 {
-        let rel = u64::try_from(i).unwrap_or(0).saturating_mul(24).saturating_add(576);
+        let rel = u64::try_from(i)
+            .unwrap_or(0)
+            .saturating_mul(24)
+            .saturating_add(576);
         self.offset.saturating_add(rel)
     }
 }

@@ -72,33 +72,22 @@ pub(crate) fn utf16_lossy(units: impl Iterator<Item = u16>) -> String {
 
 /// Decode UTF-16LE bytes (stopping at NUL).
 pub(crate) fn utf16le(b: &[u8]) -> String {
-    utf16_lossy(
-        b.chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)])),
-    )
+    utf16_lossy(b.chunks_exact(2).map(|c| {
+        u16::from_le_bytes([
+            c.first().copied().unwrap_or(0),
+            c.get(1).copied().unwrap_or(0),
+        ])
+    }))
 }
 
 /// Decode UTF-16BE bytes (stopping at NUL).
 pub(crate) fn utf16be(b: &[u8]) -> String {
-    utf16_lossy(
-        b.chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)])),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_non_plain_names() {
-        let d = std::env::temp_dir();
-        let img = d.join("child.vhd");
-        for bad in ["..\\x.vhd", "../x.vhd", "C:\\x.vhd", "sub\\x.vhd", "/etc/passwd", ".."] {
-            assert!(resolve(&img, Some(bad), "x").is_err(), "{bad}");
-        }
-        assert!(resolve(&img, None, "C:\\p.vhd").is_err());
-    }
+    utf16_lossy(b.chunks_exact(2).map(|c| {
+        u16::from_be_bytes([
+            c.first().copied().unwrap_or(0),
+            c.get(1).copied().unwrap_or(0),
+        ])
+    }))
 }
 
 /// Read `buf` at `offset` of an optional parent: zeros where there is no
@@ -145,4 +134,26 @@ pub(crate) fn map_parent(
         ExtentKind::Zero,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_plain_names() {
+        let d = std::env::temp_dir();
+        let img = d.join("child.vhd");
+        for bad in [
+            "..\\x.vhd",
+            "../x.vhd",
+            "C:\\x.vhd",
+            "sub\\x.vhd",
+            "/etc/passwd",
+            "..",
+        ] {
+            assert!(resolve(&img, Some(bad), "x").is_err(), "{bad}");
+        }
+        assert!(resolve(&img, None, "C:\\p.vhd").is_err());
+    }
 }

@@ -178,7 +178,12 @@ impl VhdReader {
             ));
         }
         let mut hb = [0u8; HEADER_SIZE];
-        read_exact_at(&file, footer.data_offset, &mut hb, "VHD dynamic disk header")?;
+        read_exact_at(
+            &file,
+            footer.data_offset,
+            &mut hb,
+            "VHD dynamic disk header",
+        )?;
         let header = DynHeader::parse(&hb, footer.data_offset)?;
         let bat = Bat::load(&file, &header, size, footer.current_size, foot_off)?;
         let mut locators = Vec::new();
@@ -207,7 +212,12 @@ impl VhdReader {
                 ));
             }
             let mut data = vec![0u8; usize::try_from(l.platform_data_length).unwrap_or(0)];
-            read_exact_at(&file, l.platform_data_offset, &mut data, "VHD parent locator")?;
+            read_exact_at(
+                &file,
+                l.platform_data_offset,
+                &mut data,
+                "VHD parent locator",
+            )?;
             let text = l.decode(&data);
             if l.platform_code == PLATFORM_W2RU && relative.is_none() {
                 relative = Some(text.clone());
@@ -311,11 +321,20 @@ fn open_parent(
 
 /// Iterate runs of equal bits of an MSB-first bitmap over sectors `[s0, s1)`;
 /// `bits` holds the bitmap bytes starting at byte `s0 / 8`.
-fn bit_runs(bits: &[u8], s0: u64, s1: u64, mut f: impl FnMut(u64, u64, bool) -> Result<()>) -> Result<()> {
-    let base = s0 / 8 * 8;
+fn bit_runs(
+    bits: &[u8],
+    s0: u64,
+    s1: u64,
+    mut f: impl FnMut(u64, u64, bool) -> Result<()>,
+) -> Result<()> {
+    let base = s0 & !7;
     let get = |s: u64| -> bool {
         let rel = s.saturating_sub(base);
-        let byte = usize::try_from(rel / 8).ok().and_then(|i| bits.get(i)).copied().unwrap_or(0);
+        let byte = usize::try_from(rel / 8)
+            .ok()
+            .and_then(|i| bits.get(i))
+            .copied()
+            .unwrap_or(0);
         let shift = 7u64.saturating_sub(rel % 8);
         (byte >> shift) & 1 == 1
     };
@@ -348,8 +367,8 @@ impl Sparse {
         let end = offset.saturating_add(len);
         let mut pos = offset;
         while pos < end {
-            let blk = pos / self.block_size;
-            let in_blk = pos % self.block_size;
+            let blk = pos.checked_div(self.block_size).unwrap_or(0);
+            let in_blk = pos.checked_rem(self.block_size).unwrap_or(0);
             let n = (self.block_size.saturating_sub(in_blk)).min(end.saturating_sub(pos));
             let entry = usize::try_from(blk)
                 .ok()
@@ -383,9 +402,7 @@ impl Sparse {
                         let rb = blk_base
                             .saturating_add(b.saturating_mul(512))
                             .min(pos.saturating_add(n));
-                        let src = set.then(|| {
-                            data.saturating_add(ra.saturating_sub(blk_base))
-                        });
+                        let src = set.then(|| data.saturating_add(ra.saturating_sub(blk_base)));
                         f(ra, rb.saturating_sub(ra), src)
                     })?;
                 }
@@ -408,10 +425,13 @@ impl BlockSource for VhdReader {
             Kind::Sparse(s) => s.walk(offset, len, |pos, n, src| {
                 let a = usize::try_from(pos.saturating_sub(offset)).unwrap_or(0);
                 let b = a.saturating_add(usize::try_from(n).unwrap_or(0));
-                let piece = buf.get_mut(a..b).ok_or_else(|| Error::invalid("bad piece"))?;
+                let piece = buf
+                    .get_mut(a..b)
+                    .ok_or_else(|| Error::invalid("bad piece"))?;
                 match src {
-                    Some(off) => read_exact_at(&s.file, off, piece, "VHD block")
-                        .map_err(|e| e.at(&s.path)),
+                    Some(off) => {
+                        read_exact_at(&s.file, off, piece, "VHD block").map_err(|e| e.at(&s.path))
+                    }
                     None => locate::read_parent(s.parent_src(), pos, piece),
                 }
             }),
