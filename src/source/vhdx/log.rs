@@ -41,6 +41,13 @@ pub const LOG_SECTOR: u64 = 4096;
 /// Largest log onramp replays in memory: 32 MiB. Hyper-V and qemu create
 /// 1 MiB logs by default (qemu `log_size`, VHDX spec §2.3 "typically 1 MB").
 pub const MAX_LOG_BYTES: u64 = 32 << 20;
+/// Most bytes read while searching the log, as a multiple of its length: a
+/// well-formed log is read about once; a crafted one with overlapping
+/// "entries" at every sector would otherwise cost length² reads.
+const SEARCH_READ_FACTOR: u64 = 8;
+/// Most writes (descriptors) replayed: 65536, a 256 MiB log of single-sector
+/// entries; logs this busy are refused rather than replayed slowly.
+const MAX_REPLAY_WRITES: usize = 65536;
 
 /// One write the replay applies: data, or zeros when `data` is None.
 #[derive(Debug, Clone)]
@@ -152,11 +159,21 @@ struct Log<'a> {
     offset: u64,
     length: u64,
     guid: Guid,
+    /// Bytes still allowed to be read while searching.
+    budget: std::cell::Cell<u64>,
 }
 
 impl Log<'_> {
     /// Read `n` bytes of the circular log starting at log position `pos`.
     fn read(&self, pos: u64, n: u64) -> Result<Vec<u8>> {
+        let left = self.budget.get().checked_sub(n).ok_or_else(|| {
+            Error::unsupported(
+                "VHDX log: the log needs replaying but its entries overlap so much that \
+                 searching it exceeds onramp's read budget; refusing rather than reading \
+                 stale data",
+            )
+        })?;
+        self.budget.set(left);
         let mut v = vec![0u8; usize::try_from(n).unwrap_or(0)];
         let mut done = 0u64;
         while done < n {
@@ -277,6 +294,7 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
         offset: h.log_offset,
         length,
         guid: h.log_guid,
+        budget: std::cell::Cell::new(length.saturating_mul(SEARCH_READ_FACTOR)),
     };
     // Parse each position once.
     let mut cache: HashMap<u64, Option<Entry>> = HashMap::new();
@@ -355,7 +373,7 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
     let last_file_offset = head_e.last_file_offset;
     let mut writes = Vec::new();
     for (pos, _) in &active {
-        let Some((e, bytes)) = log.entry(*pos)? else {
+        let Some((_, bytes)) = log.entry(*pos)? else {
             return Err(Error::corrupt_msg("VHDX log entry changed while reading"));
         };
         let dcount = u64::from(le32(&bytes, 24));
@@ -365,6 +383,13 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
             .div_ceil(LOG_SECTOR);
         let mut data_k = 0u64;
         for i in 0..dcount {
+            if writes.len() > MAX_REPLAY_WRITES {
+                return Err(Error::unsupported(format!(
+                "VHDX log: {} writes to replay, more than onramp's {MAX_REPLAY_WRITES}; refusing \
+                 rather than reading stale data",
+                writes.len()
+            )));
+            }
             let d = usize::try_from(i.saturating_mul(32).saturating_add(64)).unwrap_or(0);
             let at = h.log_offset.saturating_add(
                 pos.saturating_add(u64::try_from(d).unwrap_or(0))
@@ -430,7 +455,6 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
                 });
             }
         }
-        let _ = e;
         info.entries_replayed = info.entries_replayed.saturating_add(1);
     }
     info.writes = writes.len();
