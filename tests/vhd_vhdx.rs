@@ -922,6 +922,7 @@ fn make_vhdx_child(
     child: &Path,
     relative: Option<&str>,
     absolute: Option<&str>,
+    lss: u64,
 ) -> Vec<(u64, Vec<u8>)> {
     let (_, pmeta) = vhdx_regions(parent);
     let (psz, _) = vhdx_item(parent, pmeta, VDISK_SIZE).unwrap();
@@ -938,6 +939,12 @@ fn make_vhdx_child(
     let pslot = vhdx_current_slot(parent);
     let dwg = guid_text(&rd(parent, pslot * (64 << 10) + 32, 16));
     let (bat, meta) = vhdx_regions(child);
+    if lss != 512 {
+        let (item, _) = vhdx_item(child, meta, LSS).unwrap();
+        wr(child, item, &(lss as u32).to_le_bytes());
+    }
+    let spb = (1u64 << 20) / lss; // sectors per 1 MiB block
+    let chunk_ratio = (1u64 << 23) * lss / (1 << 20);
     // has_parent
     let (fp, _) = vhdx_item(child, meta, FILE_PARAMS).unwrap();
     let mut flags = rd(child, fp + 4, 4);
@@ -989,18 +996,18 @@ fn make_vhdx_child(
     set_entry(5, 7, pos);
     pos += mib;
     let mut bitmap = vec![0u8; mib as usize];
-    for r in [0u64..8, 1000..1100] {
+    for r in [0u64..8, spb / 2..spb / 2 + 10, spb - 1..spb] {
         for sct in r.clone() {
-            let bit = 5 * 2048 + sct; // chunk-relative sector of block 5
+            let bit = 5 * spb + sct; // chunk-relative sector of block 5
             bitmap[(bit / 8) as usize] |= 1 << (bit % 8);
         }
         written.push((
-            5 * mib + r.start * 512,
-            part[(r.start * 512) as usize..(r.end * 512) as usize].to_vec(),
+            5 * mib + r.start * lss,
+            part[(r.start * lss) as usize..(r.end * lss) as usize].to_vec(),
         ));
     }
     wr(child, pos, &bitmap);
-    set_entry(4096, 6, pos); // chunk 0's sector bitmap entry (chunk ratio 4096)
+    set_entry(chunk_ratio, 6, pos); // chunk 0's sector bitmap entry
     pos += mib;
     set_entry(8, 2, 0);
     written.push((8 * mib, vec![0u8; mib as usize]));
@@ -1029,6 +1036,7 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
         &child,
         Some(".\\parent.vhdx"),
         Some("C:\\images\\parent.vhdx"),
+        512,
     );
     let expected = d.path().join("expected.raw");
     overlay(&parent_raw, &written, &expected);
@@ -1087,7 +1095,7 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
     let other = dir.join("other.vhdx");
     qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&other)]);
     let wrong = dir.join("wrong.vhdx");
-    make_vhdx_child(&other, &wrong, Some("parent.vhdx"), None);
+    make_vhdx_child(&other, &wrong, Some("parent.vhdx"), None, 512);
     expect_refused(
         &[
             "convert",
@@ -1114,7 +1122,7 @@ fn vhdx_differencing_with_absolute_parent_only_is_refused() {
     let parent = d.path().join("parent.vhdx");
     qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&parent)]);
     let child = dir.join("child.vhdx");
-    make_vhdx_child(&parent, &child, None, Some(s(&parent)));
+    make_vhdx_child(&parent, &child, None, Some(s(&parent)), 512);
     let out = dir.join("out.raw");
     let args = [
         "convert",
@@ -1132,6 +1140,61 @@ fn vhdx_differencing_with_absolute_parent_only_is_refused() {
             "opened outside the image directory: {out:?}"
         );
     }
+}
+
+/// A differencing VHDX with 4096-byte logical sectors: the sector bitmap has
+/// one bit per 4 KiB sector and the chunk ratio is 32768. The parent is a
+/// qemu-img image with its sector size item rewritten to 4096 (see
+/// [`vhdx_4096_logical_sectors`]); qemu reading the unpatched original gives
+/// the parent's bytes.
+#[test]
+fn vhdx_differencing_4096_sectors() {
+    if !require(&["qemu-img"]) {
+        return;
+    }
+    let d = tempdir();
+    let dir = d.path().join("images");
+    std::fs::create_dir(&dir).unwrap();
+    let raw = d.path().join("base.raw");
+    make_raw_with_holes(&raw, 16 << 20);
+    let orig = d.path().join("parent-512.vhdx");
+    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&orig)]);
+    let parent_raw = d.path().join("parent.raw");
+    qemu_raw(&orig, "vhdx", &parent_raw);
+    let parent = dir.join("parent.vhdx");
+    std::fs::copy(&orig, &parent).unwrap();
+    let (_, meta) = vhdx_regions(&parent);
+    let (item, _) = vhdx_item(&parent, meta, LSS).unwrap();
+    wr(&parent, item, &4096u32.to_le_bytes());
+    let child = dir.join("child.vhdx");
+    let written = make_vhdx_child(&parent, &child, Some("parent.vhdx"), None, 4096);
+    let expected = d.path().join("expected.raw");
+    overlay(&parent_raw, &written, &expected);
+    let out = d.path().join("child.raw");
+    onramp_ok(&[
+        "convert",
+        s(&child),
+        s(&out),
+        "--to",
+        "raw",
+        "--allow-backing",
+    ]);
+    assert!(same_bytes(&out, &expected));
+    let opts = onramp::source::OpenOptions {
+        allow_backing: true,
+        ..Default::default()
+    };
+    let r = onramp::source::open(&child, &opts).unwrap();
+    onramp::block::conformance::check(r.as_ref(), &expected).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&onramp_ok(&[
+        "info",
+        s(&child),
+        "--json",
+        "--allow-backing",
+    ]))
+    .unwrap();
+    assert_eq!(j["details"]["logical_sector_size"], 4096);
+    assert_eq!(j["details"]["payload_blocks"]["chunk_ratio"], 32768);
 }
 
 /// One log data descriptor's payload: a 4 KiB write at `file_offset`.
@@ -1360,6 +1423,50 @@ fn vhdx_log_is_replayed_in_memory() {
     assert_eq!(log["entries_replayed"], 2);
     assert_eq!(log["sequence"], serde_json::json!([10, 11]));
     guard.check();
+
+    // Break entry 10: entry 11's tail then names no valid entry, so the only
+    // complete sequence left is the stale entry 3. Replaying it would read
+    // stale data, replaying entry 11 alone (qemu 10 does: its search ignores
+    // the tail field) would skip the writes entry 11 depends on; onramp
+    // refuses and says why.
+    let img2 = d.path().join("torn.vhdx");
+    std::fs::copy(&img, &img2).unwrap();
+    let h = rd(&img2, 64 << 10, 4096);
+    wr(&img2, le64(&h, 72) + 100, &[0xAA]);
+    let out2 = d.path().join("torn.raw");
+    expect_refused(
+        &["convert", s(&img2), s(&out2), "--to", "raw"],
+        &["VHDX log", "sequence number 11", "stale"],
+    );
+    assert!(!out2.exists());
+
+    // Break entry 11 instead (a torn last write): entry 10's tail is itself,
+    // so it is a complete sequence and the newest valid entry; qemu and
+    // onramp both replay it alone.
+    let img3 = d.path().join("torn-last.vhdx");
+    std::fs::copy(&img, &img3).unwrap();
+    wr(
+        &img3,
+        le64(&h, 72) + e1_len(&img3, le64(&h, 72)) + 100,
+        &[0xAA],
+    );
+    let copy3 = d.path().join("copy3.vhdx");
+    std::fs::copy(&img3, &copy3).unwrap();
+    run_output("qemu-img", &["check", "-r", "all", "-f", "vhdx", s(&copy3)]);
+    let reference3 = d.path().join("replayed3.raw");
+    qemu_raw(&copy3, "vhdx", &reference3);
+    let ours3 = d.path().join("ours3.raw");
+    onramp_ok(&["convert", s(&img3), s(&ours3), "--to", "raw"]);
+    assert!(same_bytes(&ours3, &reference3));
+    assert!(!same_bytes(&ours3, &ours));
+    let j: serde_json::Value =
+        serde_json::from_str(&onramp_ok(&["info", s(&img3), "--json"])).unwrap();
+    assert_eq!(j["details"]["log"]["sequence"], serde_json::json!([10, 10]));
+}
+
+/// Length of the log entry at the start of the log.
+fn e1_len(p: &Path, log_off: u64) -> u64 {
+    u64::from(le32(&rd(p, log_off, 64), 8))
 }
 
 #[test]

@@ -353,8 +353,29 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
             }
         }
     }
+    // The newest valid entry anywhere in the log. Entries carry the header's
+    // log_guid, so they all belong to this log session; one newer than the
+    // active sequence's head (or one with no complete sequence at all) means
+    // a later write whose tail entry is gone: replaying the older sequence
+    // would give stale data, replaying the newer entry alone (as qemu does)
+    // would skip writes it depends on. Refuse.
+    let newest = cache
+        .iter()
+        .filter_map(|(p, e)| e.as_ref().map(|e| (e.seq, *p, e.tail)))
+        .max();
+    let best_seq = best.as_ref().map(|(s, _)| *s);
+    if let Some((seq, pos, tail)) = newest {
+        if best_seq.is_none_or(|b| seq > b) {
+            return Err(Error::corrupt_msg(format!(
+                "VHDX log: the entry with sequence number {seq} at log offset {pos} is valid but \
+                 the sequence it belongs to is incomplete (its tail, log offset {tail}, is not a \
+                 valid entry of the same sequence); onramp cannot replay this log safely and \
+                 refuses rather than read stale data"
+            )));
+        }
+    }
     let Some((_, active)) = best else {
-        // A non-zero log_guid with no valid sequence: nothing was committed.
+        // A non-zero log_guid and no valid entry: nothing was committed.
         return Ok((view, info));
     };
     let (Some((_, tail_e)), Some((_, head_e))) = (active.first(), active.last()) else {
