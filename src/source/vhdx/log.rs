@@ -14,10 +14,20 @@
 //! consecutive sequence numbers, each starting where the previous ended. A
 //! chain is a candidate when its last entry's `tail` names the offset of an
 //! entry in it; the active sequence runs from that tail entry to the head of
-//! the candidate with the largest sequence number. No candidate means nothing
-//! needs replaying (a torn first write; the spec and qemu agree). Anything
-//! we cannot replay (a log above [`MAX_LOG_BYTES`]) is refused; stale data is
-//! never read.
+//! the candidate with the largest sequence number. No valid entry at all
+//! means nothing needs replaying (a torn first write; the spec and qemu
+//! agree). A valid entry newer than the active sequence's head (its tail
+//! entry is gone) is refused: replaying the older sequence would read stale
+//! data, and replaying the newer entry alone — what qemu 10 does, its search
+//! ignores `tail` — would skip writes it depends on. Anything else we cannot
+//! replay (a log above [`MAX_LOG_BYTES`], a search over its read budget, too
+//! many writes) is refused too; stale data is never read.
+//!
+//! Replay order and shape (§2.3.1): entries from tail to head, descriptors in
+//! order; a data descriptor writes 4 KiB at `file_offset` made of its
+//! `leading_bytes` (8), bytes 8..4092 of its data sector, and its
+//! `trailing_bytes` (4); a zero descriptor zeroes `zero_length` bytes. The
+//! file then reads as at least `last_file_offset` long (zeros past its end).
 
 use super::crc::crc32c_without;
 use super::guid::Guid;
