@@ -8,8 +8,11 @@ pub mod block;
 pub mod cli;
 pub mod error;
 pub mod fs;
+pub mod inject;
 pub mod limits;
+pub mod overlay;
 pub mod pipeline;
+pub mod recipe;
 pub mod source;
 pub mod target;
 

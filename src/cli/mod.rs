@@ -101,6 +101,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build recipes: verify, convert, hash, manifest — one command from image to artifact.
+    Build(BuildArgs),
+}
+
+/// `onramp build` arguments.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Recipe files (YAML).
+    #[arg(required = true)]
+    pub recipes: Vec<PathBuf>,
+    /// Output directory for every recipe (overrides the recipes' output.dir).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Recipes built at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Build even if an identical build is already in the output directory.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parse "123", "20M", "30G", "1.5T"-free binary sizes.
@@ -173,6 +198,7 @@ fn print_details(m: &serde_json::Map<String, Value>, indent: usize) {
 
 fn dispatch(cli: &Cli) -> Result<i32> {
     match &cli.command {
+        Command::Build(b) => build(cli, b),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;
             if *json {
@@ -305,4 +331,63 @@ pub fn usage_error(e: clap::Error) -> i32 {
         clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
         _ => 2,
     }
+}
+
+fn build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
+    use crate::recipe::build::{build_many, BuildOptions};
+    let opts = BuildOptions {
+        out: b.out.clone(),
+        dry_run: b.dry_run,
+        rebuild: b.rebuild,
+    };
+    let progress = (!cli.quiet && !b.json && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(format!("building {} recipe(s)", b.recipes.len()));
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    });
+    let results = build_many(&b.recipes, &opts, b.jobs);
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let mut worst: Option<crate::error::Error> = None;
+    let mut out = Vec::new();
+    for r in results {
+        match r {
+            Ok(o) => {
+                if !b.json && !cli.quiet {
+                    if o.status == "planned" {
+                        println!("{}: plan", o.recipe.display());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&o.manifest).unwrap_or_default()
+                        );
+                    } else {
+                        println!(
+                            "{}: {} {} (sha256 {})",
+                            o.recipe.display(),
+                            o.status,
+                            o.artifact.display(),
+                            o.manifest["output"]["sha256"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                out.push(serde_json::to_value(&o).unwrap_or(Value::Null));
+            }
+            Err(e) => {
+                eprintln!("onramp: {e}");
+                out.push(json!({"error": e.to_string()}));
+                let replace = worst
+                    .as_ref()
+                    .is_none_or(|w| e.kind().exit_code() > w.kind().exit_code());
+                if replace {
+                    worst = Some(e);
+                }
+            }
+        }
+    }
+    if b.json {
+        print_json(&Value::Array(out));
+    }
+    Ok(worst.map_or(0, |e| e.kind().exit_code()))
 }
