@@ -121,7 +121,7 @@ impl Header {
             ));
         }
         let ll = u64::from(h.log_length);
-        if ll == 0 || ll % MIB != 0 {
+        if ll == 0 || !ll.is_multiple_of(MIB) {
             return Err(Error::corrupt(
                 &s,
                 "log_length",
@@ -130,7 +130,7 @@ impl Header {
                 ll,
             ));
         }
-        if h.log_offset < MIB || h.log_offset % MIB != 0 {
+        if h.log_offset < MIB || !h.log_offset.is_multiple_of(MIB) {
             return Err(Error::corrupt(
                 &s,
                 "log_offset",

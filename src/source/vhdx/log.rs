@@ -212,7 +212,7 @@ impl Log<'_> {
         let len = u64::from(le32(&first, 8));
         let dcount = u64::from(le32(&first, 24));
         if len == 0
-            || len % LOG_SECTOR != 0
+            || !len.is_multiple_of(LOG_SECTOR)
             || len > self.length
             || Guid::read(&first, 32) != self.guid
         {
@@ -229,7 +229,7 @@ impl Log<'_> {
         }
         let seq = le64(&bytes, 16);
         let tail = u64::from(le32(&bytes, 12));
-        if seq == 0 || tail % LOG_SECTOR != 0 || tail >= self.length {
+        if seq == 0 || !tail.is_multiple_of(LOG_SECTOR) || tail >= self.length {
             return Ok(None);
         }
         // Descriptors and data sectors must carry the entry's sequence number.
@@ -428,7 +428,7 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
                     .unwrap_or(0),
             );
             let file_offset = le64(&bytes, d.saturating_add(16));
-            if file_offset % LOG_SECTOR != 0 {
+            if !file_offset.is_multiple_of(LOG_SECTOR) {
                 return Err(Error::corrupt(
                     "VHDX log descriptor",
                     "file_offset",
@@ -439,7 +439,7 @@ pub fn replay(file: File, path: &Path, h: &Header) -> Result<(FileView, ReplayIn
             }
             if bytes.get(d..d.saturating_add(4)) == Some(&ZERO_SIGNATURE[..]) {
                 let zl = le64(&bytes, d.saturating_add(8));
-                if zl % LOG_SECTOR != 0 || file_offset.checked_add(zl).is_none() {
+                if !zl.is_multiple_of(LOG_SECTOR) || file_offset.checked_add(zl).is_none() {
                     return Err(Error::corrupt(
                         "VHDX log zero descriptor",
                         "zero_length",

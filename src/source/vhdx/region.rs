@@ -103,7 +103,11 @@ fn parse(b: &[u8], offset: u64, slot: u8, file_len: u64) -> Result<Regions> {
         };
         let required = le32(b, e.saturating_add(28)) & 1 == 1;
         let len = u64::from(r.length);
-        if r.file_offset < MIB || r.file_offset % MIB != 0 || len == 0 || len % MIB != 0 {
+        if r.file_offset < MIB
+            || !r.file_offset.is_multiple_of(MIB)
+            || len == 0
+            || !len.is_multiple_of(MIB)
+        {
             return Err(Error::corrupt(
                 &s,
                 format!("entry {i} file_offset/length"),
