@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod recipe;
 pub mod source;
 pub mod target;
+pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
