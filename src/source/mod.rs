@@ -23,10 +23,11 @@ pub mod range;
 pub mod raw;
 pub mod vdi;
 pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 
 use crate::block::BlockSource;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::path::{Path, PathBuf};
 
 pub use detect::{detect, Format};
@@ -65,14 +66,11 @@ pub(crate) fn open_depth(
     match format {
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
         Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Reader::open(path, opts, depth)?)),
-        Format::Vhd => Ok(Box::new(vhd::VhdReader::open(path)?)),
+        Format::Vhd => Ok(Box::new(vhd::VhdReader::open_with(path, opts, depth)?)),
+        Format::Vhdx => Ok(Box::new(vhdx::VhdxReader::open_with(path, opts, depth)?)),
         Format::Gzip | Format::Xz | Format::Zstd => compressed::open(path, format, opts, depth),
         Format::Vmdk => vmdk::VmdkReader::open(path, opts, depth),
         Format::Vdi => Ok(Box::new(vdi::VdiReader::open(path)?)),
         Format::Ova => ova::OvaReader::open(path, opts, depth),
-        other => Err(Error::unsupported(format!(
-            "reading {} images is not implemented in this build",
-            other.name()
-        ))),
     }
 }
