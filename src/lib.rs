@@ -15,3 +15,5 @@ pub mod source;
 pub mod target;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod bytes;
+pub mod partition;

@@ -30,3 +30,20 @@ pub const MAX_RECURSION_DEPTH: usize = 32;
 
 /// Size of the chunks the conversion engine reads and writes: 1 MiB.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Most logical partitions followed in an MBR extended-partition EBR chain: 128
+/// (Linux's DOS partition parser stops at its partition-count limit, DISK_MAX_PARTS 256;
+/// real disks have a handful).
+pub const MAX_LOGICAL_PARTITIONS: usize = 128;
+
+/// Largest GPT partition entry array read: 1 MiB (the UEFI minimum is 16 KiB,
+/// 128 entries of 128 bytes; tools never write more than a few hundred entries).
+pub const MAX_GPT_ENTRY_BYTES: u64 = 1 << 20;
+
+/// Largest LVM2 metadata text parsed: 4 MiB (lvm2's default metadata area is
+/// 1 MiB; `pvcreate --metadatasize` is rarely above a few MiB).
+pub const MAX_LVM_METADATA_BYTES: u64 = 4 << 20;
+
+/// Most tokens / nesting levels accepted in LVM metadata text: nesting 32 as
+/// [`MAX_RECURSION_DEPTH`]; values per list 65536.
+pub const MAX_LVM_LIST_ITEMS: usize = 65536;
