@@ -16,4 +16,5 @@ pub mod target;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod bytes;
+pub mod guest;
 pub mod partition;
