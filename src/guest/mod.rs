@@ -228,18 +228,23 @@ pub fn inspect(src: Arc<dyn BlockSource>) -> Result<Inspection> {
         warnings: Vec::new(),
     };
     // The root: the first filesystem that looks like a Linux root.
-    let root = probed.iter().position(|p| {
-        p.fs.as_ref().is_some_and(|f| {
-            ["/etc/os-release", "/usr/lib/os-release", "/etc/fstab"]
-                .iter()
-                .any(|path| {
-                    matches!(
-                        fs::resolve(f.as_ref(), path, true).and_then(|r| f.stat(&r)),
-                        Ok(Some(_))
-                    )
-                })
-        })
-    });
+    let mut root = None;
+    'vols: for (i, p) in probed.iter().enumerate() {
+        let Some(f) = p.fs.as_ref() else { continue };
+        for path in ["/etc/os-release", "/usr/lib/os-release", "/etc/fstab"] {
+            match fs::resolve(f.as_ref(), path, true).and_then(|r| f.stat(&r)) {
+                Ok(Some(_)) => {
+                    root = Some(i);
+                    break 'vols;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warnings.push(format!("{} ({}): {e}", describe(&p.volume), f.kind()));
+                    continue 'vols;
+                }
+            }
+        }
+    }
     if let Some(ri) = root {
         out.os = Some("linux".into());
         let info = linux::inspect(&probed, ri, &mut out.volumes, &mut warnings);
