@@ -15,7 +15,6 @@ mod common;
 
 use common::{require, run, s, tempdir};
 use onramp::block::BlockSource;
-use onramp::fs::FileSystem;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -406,7 +405,7 @@ fn ubuntu(dir: &Path) -> (PathBuf, PathBuf) {
     w(&t, "usr/lib/os-release", b"PRETTY_NAME=\"Ubuntu 22.04.3 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nVERSION=\"22.04.3 LTS (Jammy Jellyfish)\"\nVERSION_CODENAME=jammy\nID=ubuntu\nID_LIKE=debian\nUBUNTU_CODENAME=jammy\n");
     symlink(&t, "etc/os-release", "../usr/lib/os-release");
     w(&t, "etc/lsb-release", b"DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=22.04\nDISTRIB_CODENAME=jammy\nDISTRIB_DESCRIPTION=\"Ubuntu 22.04.3 LTS\"\n");
-    w(&t, "etc/fstab", format!("LABEL=cloudimg-rootfs / ext4 discard,errors=remount-ro 0 1\nUUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n/swapfile none swap sw 0 0\n").as_bytes());
+    w(&t, "etc/fstab", b"LABEL=cloudimg-rootfs / ext4 discard,errors=remount-ro 0 1\nUUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n/swapfile none swap sw 0 0\n");
     w(&t, "etc/default/grub", b"GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 earlyprintk=ttyS0\"\nGRUB_CMDLINE_LINUX=\"\"\n");
     w(&t, "boot/grub/grub.cfg", format!("menuentry 'Ubuntu' {{\n  linux /boot/vmlinuz-{kver} root=LABEL=cloudimg-rootfs ro console=ttyS0\n}}\n").as_bytes());
     w(
@@ -603,6 +602,14 @@ fn ubuntu_gpt_esp_microcode_zstd() {
     }
     // Case-insensitive lookup, as FAT is.
     assert!(fs.stat("/efi/boot/bootx64.efi").unwrap().is_some());
+    // A hybrid MBR (sgdisk -h) is recognised; the GPT still rules.
+    let hy = d.path().join("ubuntu-hybrid.raw");
+    std::fs::copy(&disk, &hy).unwrap();
+    run("sgdisk", &["-h", "15", s(&hy)]);
+    let jh = inspect_json(&hy);
+    assert_eq!(jh["disk"]["partition_table"], "gpt");
+    assert_eq!(jh["disk"]["hybrid_mbr"], true);
+    assert_eq!(jh["volumes"].as_array().unwrap().len(), 2);
     // GPT: damage the primary header CRC: the backup is used, with a warning.
     let bad = d.path().join("ubuntu-badgpt.raw");
     std::fs::copy(&disk, &bad).unwrap();
