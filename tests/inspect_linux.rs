@@ -1192,3 +1192,58 @@ fn ext_variants_block_maps_inline_sparse() {
         );
     }
 }
+
+/// GPT on a disk with 4096-byte logical sectors (made by `fdisk -b 4096`), checked
+/// against `fdisk -b 4096 -l`; a damaged entry array falls back to the backup.
+#[test]
+fn gpt_4k_sectors_and_entry_array_crc() {
+    if !require(&["fdisk", "mkfs.ext4", "mkfs.vfat"]) {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("4k.raw");
+    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    {
+        use std::io::Write;
+        let mut c = Command::new("fdisk")
+            .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+            .args(["-b", "4096", s(&disk)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"g\nn\n1\n256\n+16M\nt\n1\nn\n2\n\n+24M\nw\n").unwrap();
+        assert!(c.wait().unwrap().success());
+    }
+    let t = d.path().join("tree");
+    w(&t, "etc/os-release", b"ID=fourk\nVERSION_ID=1\n");
+    w(&t, "etc/fstab", b"/dev/disk/by-uuid/00c0-ffee /boot/efi vfat defaults 0 2\n");
+    let root = d.path().join("root.img");
+    mkfs_ext4_bs(&t, &root, 24, ROOT_UUID, "r4k", Some("4096"));
+    let esp = d.path().join("esp.img");
+    run("mkfs.vfat", &["-C", "-S", "4096", "-F", "32", "-i", "00C0FFEE", s(&esp), "16384"]);
+    // fdisk's own view of the table.
+    let l = run("fdisk", &["-b", "4096", "-l", s(&disk)]);
+    let starts: Vec<u64> = l.lines().filter(|x| x.contains("4k.raw") && !x.starts_with("Disk")).map(|x| x.split_whitespace().nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(starts, vec![256, 4352]);
+    place(&esp, &disk, 256 * 4096);
+    place(&root, &disk, 4352 * 4096);
+    let j = inspect_json(&disk);
+    assert_eq!(j["disk"]["sector_size"], 4096);
+    assert_eq!(j["disk"]["boot_mode"], "uefi");
+    let v = j["volumes"].as_array().unwrap();
+    assert_eq!(v[0]["start_bytes"], 256 * 4096);
+    assert_eq!(v[0]["size_bytes"], 16 << 20);
+    assert_eq!(v[1]["start_bytes"], 4352 * 4096);
+    assert_eq!(v[0]["filesystem"]["uuid"], "00C0-FFEE");
+    assert_eq!(v[0]["mount_point"], "/boot/efi", "by-uuid, case-insensitive");
+    assert_eq!(v[1]["filesystem"]["label"], "r4k");
+    assert_eq!(j["linux"]["distro"]["id"], "fourk");
+    assert_eq!(j["warnings"], serde_json::json!([]));
+    // Corrupt one byte of the primary entry array (LBA 2): its CRC fails, the backup is used.
+    poke(&disk, 2 * 4096 + 40, &[0x77]);
+    let j = inspect_json(&disk);
+    assert_eq!(j["volumes"][1]["start_bytes"], 4352 * 4096);
+    assert!(j["warnings"][0].as_str().unwrap().contains("PartitionEntryArrayCRC32"), "{}", j["warnings"]);
+}

@@ -5,8 +5,8 @@
 //! @11, BPB_SecPerClus @13, BPB_RsvdSecCnt @14, BPB_NumFATs @16,
 //! BPB_RootEntCnt @17, BPB_TotSec16 @19, BPB_FATSz16 @22, BPB_TotSec32 @32,
 //! BPB_FATSz32 @36, BPB_RootClus @44; BS_VolID @39/@67 and BS_VolLab @43/@71
-//! for FAT12/16 and FAT32), the FAT type decided by the count of clusters
-//! (< 4085 FAT12, < 65525 FAT16, else FAT32), 32-byte directory entries with
+//! for FAT12/16 and FAT32), FAT32 when BPB_FATSz16 is 0 (as Linux decides),
+//! else FAT12 below 4085 clusters and FAT16 above, 32-byte directory entries with
 //! long-name (VFAT) entries before their short entry.
 //!
 //! Written here rather than adapting the `fatfs` crate (MIT): `fatfs` needs a
@@ -178,12 +178,14 @@ impl Fat {
         let clusters = u32::try_from(clusters64)
             .unwrap_or(u32::MAX)
             .min(0x0FFF_FFF5);
-        let fat_type = if clusters < 4085 {
-            FatType::Fat12
-        } else if clusters < 65525 {
-            FatType::Fat16
-        } else {
+        // Linux (fs/fat/inode.c) and blkid take a zero BPB_FATSz16 to mean FAT32,
+        // whatever the cluster count; mkfs.fat -F 32 makes small FAT32 volumes.
+        let fat_type = if le16(b, 22) == 0 {
             FatType::Fat32
+        } else if clusters < 4085 {
+            FatType::Fat12
+        } else {
+            FatType::Fat16
         };
         let fat_bytes = fatsz.saturating_mul(bps);
         if fat_bytes > MAX_TABLE_BYTES {
