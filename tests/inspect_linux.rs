@@ -1202,7 +1202,10 @@ fn gpt_4k_sectors_and_entry_array_crc() {
     }
     let d = tempdir();
     let disk = d.path().join("4k.raw");
-    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
     {
         use std::io::Write;
         let mut c = Command::new("fdisk")
@@ -1213,19 +1216,44 @@ fn gpt_4k_sectors_and_entry_array_crc() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(b"g\nn\n1\n256\n+16M\nt\n1\nn\n2\n\n+24M\nw\n").unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"g\nn\n1\n256\n+16M\nt\n1\nn\n2\n\n+24M\nw\n")
+            .unwrap();
         assert!(c.wait().unwrap().success());
     }
     let t = d.path().join("tree");
     w(&t, "etc/os-release", b"ID=fourk\nVERSION_ID=1\n");
-    w(&t, "etc/fstab", b"/dev/disk/by-uuid/00c0-ffee /boot/efi vfat defaults 0 2\n");
+    w(
+        &t,
+        "etc/fstab",
+        b"/dev/disk/by-uuid/00c0-ffee /boot/efi vfat defaults 0 2\n",
+    );
     let root = d.path().join("root.img");
     mkfs_ext4_bs(&t, &root, 24, ROOT_UUID, "r4k", Some("4096"));
     let esp = d.path().join("esp.img");
-    run("mkfs.vfat", &["-C", "-S", "4096", "-F", "32", "-i", "00C0FFEE", s(&esp), "16384"]);
+    run(
+        "mkfs.vfat",
+        &[
+            "-C",
+            "-S",
+            "4096",
+            "-F",
+            "32",
+            "-i",
+            "00C0FFEE",
+            s(&esp),
+            "16384",
+        ],
+    );
     // fdisk's own view of the table.
     let l = run("fdisk", &["-b", "4096", "-l", s(&disk)]);
-    let starts: Vec<u64> = l.lines().filter(|x| x.contains("4k.raw") && !x.starts_with("Disk")).map(|x| x.split_whitespace().nth(1).unwrap().parse().unwrap()).collect();
+    let starts: Vec<u64> = l
+        .lines()
+        .filter(|x| x.contains("4k.raw") && !x.starts_with("Disk"))
+        .map(|x| x.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(starts, vec![256, 4352]);
     place(&esp, &disk, 256 * 4096);
     place(&root, &disk, 4352 * 4096);
@@ -1237,7 +1265,10 @@ fn gpt_4k_sectors_and_entry_array_crc() {
     assert_eq!(v[0]["size_bytes"], 16 << 20);
     assert_eq!(v[1]["start_bytes"], 4352 * 4096);
     assert_eq!(v[0]["filesystem"]["uuid"], "00C0-FFEE");
-    assert_eq!(v[0]["mount_point"], "/boot/efi", "by-uuid, case-insensitive");
+    assert_eq!(
+        v[0]["mount_point"], "/boot/efi",
+        "by-uuid, case-insensitive"
+    );
     assert_eq!(v[1]["filesystem"]["label"], "r4k");
     assert_eq!(j["linux"]["distro"]["id"], "fourk");
     assert_eq!(j["warnings"], serde_json::json!([]));
@@ -1245,5 +1276,91 @@ fn gpt_4k_sectors_and_entry_array_crc() {
     poke(&disk, 2 * 4096 + 40, &[0x77]);
     let j = inspect_json(&disk);
     assert_eq!(j["volumes"][1]["start_bytes"], 4352 * 4096);
-    assert!(j["warnings"][0].as_str().unwrap().contains("PartitionEntryArrayCRC32"), "{}", j["warnings"]);
+    assert!(
+        j["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("PartitionEntryArrayCRC32"),
+        "{}",
+        j["warnings"]
+    );
+}
+
+/// Initramfs listings for every compression the kernel build uses here
+/// (gzip, zstd, xz, lz4 legacy as `lz4 -l` writes it, lz4 frame), with and
+/// without an uncompressed early cpio in front, agree with `cpio -it`.
+#[test]
+fn initramfs_compressions_agree_with_cpio() {
+    if !require(&["cpio", "gzip", "zstd", "xz", "lz4"]) {
+        return;
+    }
+    let d = tempdir();
+    let files: Vec<(String, Vec<u8>)> = (0..30)
+        .map(|i| {
+            (
+                format!(
+                    "usr/lib/modules/6.1/kernel/drivers/m{i}/mod_{i}.ko{}",
+                    ["", ".xz", ".zst"][i % 3]
+                ),
+                common::pattern(i as u64, 1000 + i * 37),
+            )
+        })
+        .chain([
+            ("init".to_string(), b"#!/bin/sh\n".to_vec()),
+            (
+                "etc/modules-load.d/x.conf".to_string(),
+                b"hv_vmbus\n".to_vec(),
+            ),
+        ])
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_slice()))
+        .collect();
+    let main = cpio(d.path(), "main", &refs);
+    let early = cpio(
+        d.path(),
+        "early",
+        &[("kernel/x86/microcode/AuthenticAMD.bin", b"amd")],
+    );
+    let listed = run("sh", &["-c", &format!("cpio -it --quiet < {}", s(&main))]);
+    let mut want: Vec<String> = listed
+        .lines()
+        .filter(|l| l.contains(".ko"))
+        .map(|l| l.rsplit('/').next().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 30);
+    for (name, cmd) in [
+        ("gzip", "gzip -c"),
+        ("zstd", "zstd -q -c"),
+        ("xz", "xz -c --check=crc32"),
+        ("lz4", "lz4 -l -q -c"),
+        ("lz4", "lz4 -q -c"),
+    ] {
+        for with_early in [false, true] {
+            let out = d.path().join("img");
+            let pre = if with_early {
+                format!("cat {} > {o} && ", s(&early), o = s(&out))
+            } else {
+                format!(": > {} && ", s(&out))
+            };
+            sh(&format!("{pre}{cmd} {} >> {}", s(&main), s(&out)));
+            let l = onramp::guest::initramfs::list(&std::fs::read(&out).unwrap())
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert_eq!(l.modules, want, "{cmd}");
+            let mut segs = if with_early {
+                vec!["none".to_string()]
+            } else {
+                vec![]
+            };
+            segs.push(name.into());
+            assert_eq!(l.segments, segs, "{cmd}");
+            assert_eq!(
+                l.entries,
+                listed.lines().count() + usize::from(with_early),
+                "{cmd}: entries"
+            );
+        }
+    }
 }
