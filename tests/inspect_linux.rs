@@ -1067,7 +1067,7 @@ fn mutated_inputs_give_errors_or_warnings_never_panics() {
             "MBR entry past disk",
             446 + 12,
             0xffff_fff0u32.to_le_bytes().to_vec(),
-            "",
+            "no valid partition entries",
         ),
     ];
     for (what, off, bytes, expect) in cases {

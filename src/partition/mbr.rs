@@ -84,6 +84,16 @@ fn records(sector: &[u8]) -> Vec<Entry> {
     v
 }
 
+/// Sector 0 ends in 0x55AA and is not a FAT/NTFS boot sector (so it was meant
+/// to be an MBR, whether or not its entries are valid).
+pub fn has_signature(sector: &[u8; 512]) -> bool {
+    sector[510] == 0x55
+        && sector[511] == 0xAA
+        && &sector[3..11] != b"NTFS    "
+        && &sector[54..57] != b"FAT"
+        && &sector[82..87] != b"FAT32"
+}
+
 /// Parse sector 0 as an MBR. `None` when it has no 0x55AA signature, when its
 /// records are implausible (bad status byte, past the end of the disk), or when
 /// it is the boot sector of a FAT/NTFS filesystem at offset 0.

@@ -183,14 +183,24 @@ pub fn scan(disk: &Arc<dyn BlockSource>) -> Result<Layout> {
                     warnings: Vec::new(),
                 }
             }
-            None => Layout {
-                scheme: Scheme::None,
-                sector_size: 512,
-                disk_id: None,
-                hybrid_mbr: false,
-                volumes: vec![Volume::contiguous(1, 0, size, Scheme::None)],
-                warnings: Vec::new(),
-            },
+            None => {
+                if mbr::has_signature(&sector0) {
+                    warnings.push(
+                        "sector 0 has the MBR signature 0x55AA but no valid partition entries \
+                         (bad status byte, or a partition past the end of the disk); \
+                         reading the disk as having no partition table"
+                            .to_string(),
+                    );
+                }
+                Layout {
+                    scheme: Scheme::None,
+                    sector_size: 512,
+                    disk_id: None,
+                    hybrid_mbr: false,
+                    volumes: vec![Volume::contiguous(1, 0, size, Scheme::None)],
+                    warnings: Vec::new(),
+                }
+            }
         },
     };
 
