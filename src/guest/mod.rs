@@ -240,7 +240,8 @@ pub fn inspect(src: Arc<dyn BlockSource>) -> Result<Inspection> {
                 Ok(None) => {}
                 Err(e) => {
                     warnings.push(format!("{} ({}): {e}", describe(&p.volume), f.kind()));
-                    continue 'vols;
+                    // Try the other marker files: a damaged /etc still leaves
+                    // /usr/lib/os-release and a partial inspection.
                 }
             }
         }
@@ -250,6 +251,8 @@ pub fn inspect(src: Arc<dyn BlockSource>) -> Result<Inspection> {
         let info = linux::inspect(&probed, ri, &mut out.volumes, &mut warnings);
         out.linux = Some(info);
     }
+    let mut seen = std::collections::HashSet::new();
+    warnings.retain(|w| seen.insert(w.clone()));
     out.warnings = warnings;
     Ok(out)
 }

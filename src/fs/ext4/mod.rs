@@ -8,6 +8,8 @@
 //! Descriptors", "Index Nodes", "The Contents of inode.i_block", "Directory
 //! Entries"); byte offsets in the comments are from those tables. The journal
 //! is not replayed: an unclean filesystem reads as its last checkpoint.
+//! Checksums (metadata_csum, gdt_csum) are not verified; every field that
+//! drives a read or a loop is bounds-checked instead.
 //!
 //! Written here rather than using the `ext4-view` crate (MIT/Apache, no
 //! unsafe, bounded): its `Ext4` handle is `Rc`-based and so neither `Send` nor
