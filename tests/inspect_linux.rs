@@ -1364,3 +1364,181 @@ fn initramfs_compressions_agree_with_cpio() {
         }
     }
 }
+
+/// Detaches a loop device when dropped.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).output();
+    }
+}
+
+/// lvm2's own tools write the PV (pvcreate, vgcreate on a loop device; LVs added
+/// with vgcfgrestore, since lvcreate needs device-mapper, which test machines
+/// lack). Our LV mapping must agree with `lvs --segments`'s PE ranges and
+/// `pvs -o pe_start`. Skipped (with a message) where loop devices cannot be
+/// attached, even in CI: that is a property of the machine, not a missing tool.
+#[test]
+fn lvm2_tools_written_pv_agrees_with_lvs() {
+    if !require(&[
+        "losetup",
+        "pvcreate",
+        "vgcreate",
+        "vgcfgbackup",
+        "vgcfgrestore",
+        "lvs",
+        "mkfs.ext4",
+        "debugfs",
+    ]) {
+        return;
+    }
+    let d = tempdir();
+    let disk = d.path().join("pv.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show", s(&disk)])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: cannot attach a loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let lp = Loop(dev.clone());
+    // Private LVM config: no devices file, no backups in the host's /etc/lvm.
+    let sys = d.path().join("lvm");
+    w(
+        &sys,
+        "lvm.conf",
+        b"devices { use_devicesfile = 0 }\nbackup { backup = 0\narchive = 0 }\n",
+    );
+    let lvm = |args: &[&str]| -> String {
+        let o = Command::new(args[0])
+            .args(&args[1..])
+            .args(["--devices", &dev])
+            .env("LVM_SYSTEM_DIR", &sys)
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let vg = "onrampt";
+    lvm(&["pvcreate", "-q", &dev]);
+    lvm(&["vgcreate", "-q", "-s", "1m", vg, &dev]);
+    let meta = d.path().join("meta.txt");
+    lvm(&["vgcfgbackup", "-q", "-f", s(&meta), vg]);
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let seg = |n: u32, start: u32, count: u32, pe: u32| {
+        format!("segment{n} {{\nstart_extent = {start}\nextent_count = {count}\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", {pe}]\n}}\n")
+    };
+    let lvs_text = format!(
+        "logical_volumes {{\nroot {{\nid = \"aaaaaa-bbbb-cccc-dddd-eeee-ffff-000001\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\nflags = []\nsegment_count = 2\n{}{}}}\ndata {{\nid = \"aaaaaa-bbbb-cccc-dddd-eeee-ffff-000002\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\nflags = []\nsegment_count = 1\n{}}}\n}}\n",
+        seg(1, 0, 8, 20),
+        seg(2, 8, 8, 2),
+        seg(1, 0, 4, 40)
+    );
+    let cut = text.rfind('}').unwrap();
+    let edited = format!("{}{lvs_text}{}", &text[..cut], &text[cut..]);
+    std::fs::write(&meta, edited).unwrap();
+    lvm(&["vgcfgrestore", "-q", "-f", s(&meta), vg]);
+    let pe_start: u64 = lvm(&[
+        "pvs",
+        "--noheadings",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "pe_start",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    let segs = lvm(&[
+        "lvs",
+        "--noheadings",
+        "--segments",
+        "-o",
+        "lv_name,seg_start_pe,seg_pe_ranges",
+        vg,
+    ]);
+    drop(lp);
+    // "root 0 /dev/loop0:20-27" -> (name, start extent, first PE, last PE)
+    let mut ranges: Vec<(String, u64, u64, u64)> = segs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let r = f[2].rsplit(':').next().unwrap();
+            let (a, b) = r.split_once('-').unwrap();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                a.parse().unwrap(),
+                b.parse().unwrap(),
+            )
+        })
+        .collect();
+    ranges.sort();
+    assert_eq!(ranges.len(), 3, "{segs}");
+    // Put an ext4 filesystem into root's extents where lvs says they are.
+    let t = d.path().join("tree");
+    w(&t, "etc/os-release", b"ID=lvmtest\n");
+    w(&t, "data.bin", &common::pattern(31, 5_000_000));
+    let img = d.path().join("root.img");
+    mkfs_ext4(&t, &img, 16, ROOT_UUID, "lvroot");
+    let bytes = std::fs::read(&img).unwrap();
+    for (name, start, first, last) in &ranges {
+        if name == "root" {
+            let a = (*start as usize) << 20;
+            let len = ((last - first + 1) as usize) << 20;
+            poke(&disk, pe_start + (first << 20), &bytes[a..a + len]);
+        }
+    }
+    let j = inspect_json(&disk);
+    let vols = j["volumes"].as_array().unwrap();
+    assert_eq!(j["disk"]["partition_table"], "none");
+    assert_eq!(vols[0]["lvm_pv"], true);
+    let root = vols
+        .iter()
+        .find(|v| v["name"] == format!("{vg}/root"))
+        .unwrap();
+    let data = vols
+        .iter()
+        .find(|v| v["name"] == format!("{vg}/data"))
+        .unwrap();
+    let first_pe = |n: &str| ranges.iter().find(|r| r.0 == n && r.1 == 0).unwrap().2;
+    assert_eq!(root["start_bytes"], pe_start + (first_pe("root") << 20));
+    assert_eq!(root["size_bytes"], 16 << 20);
+    assert_eq!(data["start_bytes"], pe_start + (first_pe("data") << 20));
+    assert_eq!(data["size_bytes"], 4 << 20);
+    assert_eq!(root["filesystem"]["uuid"], ROOT_UUID);
+    assert_eq!(j["linux"]["distro"]["id"], "lvmtest");
+    let src = open_disk(&disk);
+    let layout = onramp::partition::scan(&src).unwrap();
+    let lv = layout
+        .volumes
+        .iter()
+        .find(|v| v.name.as_deref() == Some("onrampt/root"))
+        .unwrap();
+    let fs = onramp::fs::probe(lv.open(&src).unwrap()).unwrap().unwrap();
+    let theirs = Command::new("debugfs")
+        .args(["-R", "cat /data.bin", s(&img)])
+        .output()
+        .unwrap();
+    assert!(
+        fs.read_file("/data.bin", 1 << 30).unwrap() == theirs.stdout,
+        "data.bin across both LV segments"
+    );
+}
