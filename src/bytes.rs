@@ -90,6 +90,19 @@ pub fn uuid_be(b: &[u8]) -> String {
     )
 }
 
+/// A zeroed buffer of `len` bytes whose allocation failure (an address-space
+/// limit, a hostile size that passed its limit check) is an error, not an abort.
+pub fn zeroed(len: u64) -> crate::error::Result<Vec<u8>> {
+    let n = usize::try_from(len)
+        .map_err(|_| crate::error::Error::invalid(format!("{len} bytes do not fit in memory")))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        crate::error::Error::invalid(format!("cannot allocate {len} bytes to read into"))
+    })?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {

@@ -990,6 +990,8 @@ fn mutated_inputs_give_errors_or_warnings_never_panics() {
     let many_dir = block_of("/usr/share/many");
     let etc_dir = block_of("/etc");
     let big_inode = inode_off("/usr/share/doc/big.bin");
+    let initrd_inode = inode_off("/boot/initrd.img-6.1.0-13-amd64");
+    let osrel_inode = inode_off("/etc/os-release");
     let initrd = block_of("/boot/initrd.img-6.1.0-13-amd64");
     let cases: Vec<(&str, u64, Vec<u8>, &str)> = vec![
         ("superblock magic", p0 + 1024 + 0x38, vec![0, 0], ""),
@@ -1043,6 +1045,20 @@ fn mutated_inputs_give_errors_or_warnings_never_panics() {
             "directory inode number",
             etc_dir + 24,
             vec![0xff, 0xff, 0xff, 0x7f],
+            "",
+        ),
+        (
+            // 250 MiB claimed: under the 256 MiB read limit, over what the
+            // address-space limit lets us allocate: an error, not an abort.
+            "initramfs inode size 250 MiB",
+            initrd_inode + 4,
+            (250u32 << 20).to_le_bytes().to_vec(),
+            "initrd",
+        ),
+        (
+            "os-release inode size 63 MiB",
+            osrel_inode + 4,
+            (63u32 << 20).to_le_bytes().to_vec(),
             "",
         ),
         (

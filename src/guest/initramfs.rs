@@ -162,6 +162,9 @@ impl std::io::Write for Bounded {
         if u(self.0.len()).saturating_add(u(b.len())) > self.1 {
             return Err(std::io::Error::other("decompressed initramfs is too large"));
         }
+        self.0
+            .try_reserve(b.len())
+            .map_err(|_| std::io::Error::other("out of memory decompressing the initramfs"))?;
         self.0.extend_from_slice(b);
         Ok(b.len())
     }

@@ -607,7 +607,7 @@ impl Ext4 {
             }
             return Ok(sub(&ino.block, 0, us(ino.size)).to_vec());
         }
-        let mut data = vec![0u8; us(ino.size)];
+        let mut data = crate::bytes::zeroed(ino.size)?;
         let bs = self.sb.block_size;
         let nblocks = ino.size.div_ceil(bs);
         for r in self.runs(ino, nblocks)? {

@@ -314,7 +314,7 @@ impl Fat {
     fn read_chain(&self, start: u32, size: u64) -> Result<Vec<u8>> {
         let chain = self.chain(start, size)?;
         let total = u(chain.len()).saturating_mul(self.cluster_size);
-        let mut out = vec![0u8; us(total.min(size))];
+        let mut out = crate::bytes::zeroed(total.min(size))?;
         for (i, c) in chain.iter().enumerate() {
             let pos = u(i).saturating_mul(self.cluster_size);
             if pos >= size {
