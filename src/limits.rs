@@ -70,8 +70,8 @@ pub const MAX_SYMLINK_BYTES: u64 = 4096;
 pub const MAX_INITRAMFS_BYTES: u64 = 256 << 20;
 
 /// Most bytes decompressed from one initramfs: 1 GiB (entries are streamed and
-/// their contents skipped, except for xz, which is decompressed into memory
-/// up to [`MAX_INITRAMFS_BYTES`]).
+/// their contents skipped; lz4 legacy blocks are decompressed into memory up to
+/// [`MAX_INITRAMFS_BYTES`]).
 pub const MAX_INITRAMFS_UNPACKED: u64 = 1 << 30;
 
 /// Most cpio entries listed from one initramfs: 1,000,000.
@@ -84,3 +84,58 @@ pub const MAX_CPIO_NAME: u64 = 4096;
 /// Largest text file read during guest inspection (os-release, fstab,
 /// grub.cfg, dpkg status...): 64 MiB.
 pub const MAX_GUEST_TEXT_BYTES: u64 = 64 << 20;
+/// Environment variable that overrides [`MAX_DECOMPRESSED_BYTES`] (bytes; for
+/// tests and for hosts with less scratch space).
+pub const MAX_DECOMPRESSED_ENV: &str = "ONRAMP_MAX_DECOMPRESSED_BYTES";
+
+/// The decompression limit in force: [`MAX_DECOMPRESSED_ENV`] when set to a
+/// whole number of bytes, else [`MAX_DECOMPRESSED_BYTES`]. Read here only.
+pub fn max_decompressed_bytes() -> u64 {
+    std::env::var(MAX_DECOMPRESSED_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(MAX_DECOMPRESSED_BYTES)
+}
+
+/// Deepest nesting of compressed inputs (a `.gz` of a `.gz` ...): 4. Real
+/// images are compressed once; a GCE tar.gz counts as one level.
+pub const MAX_COMPRESSION_DEPTH: usize = 4;
+
+/// Most sparse map entries accepted in a GNU tar member: 2 Mi (32 MiB of
+/// (offset, length) pairs, the [`MAX_TABLE_BYTES`] budget).
+pub const MAX_TAR_SPARSE_ENTRIES: usize = 2 << 20;
+/// Largest VMDK grain: 0x200000 sectors (1 GiB), qemu's vmdk driver bound
+/// ("Invalid granularity, image may be corrupt"). The VMDK spec's grains are
+/// 8 to 128 sectors in practice.
+pub const MAX_VMDK_GRAIN_SECTORS: u64 = 0x20_0000;
+
+/// Most grain table entries per grain table: 512 (VMDK spec 1.1 "Hosted
+/// Sparse Extent Header": numGTEsPerGT is 512; qemu refuses more with
+/// "L2 table size too big").
+pub const MAX_VMDK_GTES_PER_GT: u32 = 512;
+
+/// Most extents in one VMDK descriptor: 4096 (8 TiB, VMware Workstation's
+/// largest virtual disk, in twoGbMaxExtent* 2 GiB pieces).
+pub const MAX_VMDK_EXTENTS: usize = 4096;
+
+/// Largest VDI block: 64 MiB (VirtualBox uses 1 MiB, qemu reads only 1 MiB).
+pub const MAX_VDI_BLOCK_BYTES: u64 = 64 << 20;
+
+/// Largest OVF descriptor read from an OVA: 4 MiB (real descriptors are tens
+/// of KiB; DSP0243 sets no bound).
+pub const MAX_OVF_BYTES: u64 = 4 << 20;
+
+/// Largest OVA manifest (.mf) read: 1 MiB.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Most members walked in an OVA tar archive: 4096.
+pub const MAX_TAR_MEMBERS: usize = 4096;
+
+/// Largest GNU long-name ('L') or pax ('x') extended header read: 64 KiB
+/// (Linux PATH_MAX is 4096; pax headers hold a few records).
+pub const MAX_TAR_EXT_HEADER: u64 = 64 << 10;
+
+/// Largest grain of a compressed (streamOptimized) VMDK: 16 MiB, the buffer
+/// one grain decompresses into (the spec's grains are 64 KiB; bounding this
+/// keeps a hostile grainSize from allocating gigabytes per read).
+pub const MAX_VMDK_COMPRESSED_GRAIN_BYTES: u64 = 16 << 20;

@@ -33,6 +33,9 @@ pub struct InputArgs {
     /// Follow backing files / parent disks, only inside the image's own directory.
     #[arg(long)]
     pub allow_backing: bool,
+    /// Disk of a multi-disk OVA to open (0-based, OVF DiskSection order; default: boot disk).
+    #[arg(long)]
+    pub disk: Option<usize>,
 }
 
 impl InputArgs {
@@ -41,6 +44,7 @@ impl InputArgs {
             format: self.from,
             allow_backing: self.allow_backing,
             temp_dir: None,
+            disk: self.disk,
         }
     }
 }
@@ -113,6 +117,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check an image against a cloud's rules before upload.
+    Validate(ValidateArgs),
+}
+
+/// Report formats of `onramp validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Human text grouped by severity.
+    Text,
+    /// JSON.
+    Json,
+    /// JUnit XML (one testcase per rule).
+    Junit,
+    /// SARIF 2.1.0.
+    Sarif,
+    /// Markdown (with --list-rules: docs/rules.md).
+    Markdown,
+}
+
+/// `onramp validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The image (any format onramp reads).
+    #[arg(required_unless_present = "list_rules")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Profile: azure, azure-linux, azure-windows, gce, aws.
+    #[arg(long, default_value = "azure")]
+    pub profile: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Also write the report to this file (in --format), e.g. a JUnit file for CI.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Warnings fail too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Waive a rule with a reason: RULE_ID=reason (repeatable).
+    #[arg(long, value_parser = parse_waiver)]
+    pub waive: Vec<(String, String)>,
+    /// VM generation the image is meant for (1 BIOS/MBR, 2 UEFI/GPT).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub generation: Option<u8>,
+    /// The image is a data disk.
+    #[arg(long)]
+    pub data_disk: bool,
+    /// The Windows image is specialized on purpose (not generalized).
+    #[arg(long)]
+    pub specialized: bool,
+    /// Print the rule table instead of validating.
+    #[arg(long)]
+    pub list_rules: bool,
+}
+
+fn parse_waiver(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| format!("expected RULE_ID=reason, found {s:?}"))
 }
 
 /// `onramp build` arguments.
@@ -218,6 +283,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Validate(v) => validate(v),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;
             if *json {
@@ -316,6 +382,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 format: *from_a,
                 allow_backing: *allow_backing,
                 temp_dir: None,
+                disk: None,
             };
             let ob = OpenOptions {
                 format: *from_b,
@@ -409,4 +476,52 @@ fn build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         print_json(&Value::Array(out));
     }
     Ok(worst.map_or(0, |e| e.kind().exit_code()))
+}
+
+fn validate(v: &ValidateArgs) -> Result<i32> {
+    use crate::validate::{self, Request};
+    if v.list_rules {
+        match v.format {
+            ReportFormat::Json => {
+                let rules: Vec<Value> = validate::RULES
+                    .iter()
+                    .map(|r| json!({"id": r.id, "severity": r.severity, "title": r.title, "why": r.why, "fix": r.fix, "doc": r.doc, "profiles": r.profiles}))
+                    .collect();
+                print_json(&Value::Array(rules));
+            }
+            _ => print!("{}", validate::rules_markdown()),
+        }
+        return Ok(0);
+    }
+    let Some(image) = &v.image else {
+        return Err(crate::error::Error::invalid("validate needs an IMAGE"));
+    };
+    let req = Request {
+        profile: v.profile.clone(),
+        waivers: v.waive.clone(),
+        generation: v.generation,
+        data_disk: v.data_disk,
+        specialized: v.specialized,
+    };
+    let report = validate::validate(image, &v.input.open_options(), &req)?;
+    let text = match v.format {
+        ReportFormat::Text | ReportFormat::Markdown => {
+            report.to_text(std::io::stdout().is_terminal())
+        }
+        ReportFormat::Json => report.to_json(),
+        ReportFormat::Junit => report.to_junit(),
+        ReportFormat::Sarif => report.to_sarif(),
+    };
+    if let Some(path) = &v.report {
+        let body = match v.format {
+            ReportFormat::Text | ReportFormat::Markdown => report.to_text(false),
+            _ => text.clone(),
+        };
+        crate::recipe::build::write_atomic(path, body.as_bytes())?;
+    }
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(if report.passes(v.strict) { 0 } else { 1 })
 }

@@ -154,25 +154,6 @@ fn parse_stream<R: Read>(r: R, out: &mut Listing) -> Result<()> {
     }
 }
 
-/// A writer that refuses to grow past a bound.
-struct Bounded(Vec<u8>, u64);
-
-impl std::io::Write for Bounded {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if u(self.0.len()).saturating_add(u(b.len())) > self.1 {
-            return Err(std::io::Error::other("decompressed initramfs is too large"));
-        }
-        self.0
-            .try_reserve(b.len())
-            .map_err(|_| std::io::Error::other("out of memory decompressing the initramfs"))?;
-        self.0.extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut p = 4usize;
@@ -226,10 +207,7 @@ pub fn list(data: &[u8]) -> Result<Listing> {
             parse_stream(d, &mut out)?;
             "zstd"
         } else if rest.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            let mut w = Bounded(Vec::new(), MAX_INITRAMFS_BYTES);
-            lzma_rs::xz_decompress(&mut std::io::BufReader::new(rest), &mut w)
-                .map_err(|e| Error::corrupt_msg(format!("initramfs xz: {e}")))?;
-            parse_stream(w.0.as_slice(), &mut out)?;
+            parse_stream(liblzma::read::XzDecoder::new_multi_decoder(rest), &mut out)?;
             "xz"
         } else if rest.starts_with(&[0x02, 0x21, 0x4c, 0x18]) {
             parse_stream(lz4_legacy(rest)?.as_slice(), &mut out)?;

@@ -233,10 +233,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Recipe> {
 
 /// Extension for an output format.
 pub fn extension(t: TargetFormat) -> &'static str {
-    match t {
-        TargetFormat::AzureVhd => "vhd",
-        TargetFormat::Raw => "raw",
-    }
+    t.extension()
 }
 
 /// Load, parse and resolve a recipe file.

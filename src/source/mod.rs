@@ -14,10 +14,15 @@
     clippy::indexing_slicing
 )]
 
+pub mod compressed;
 pub mod detect;
+pub mod ova;
 pub mod qcow2;
+pub mod range;
 pub mod raw;
+pub mod vdi;
 pub mod vhd;
+pub mod vmdk;
 
 use crate::block::BlockSource;
 use crate::error::{Error, Result};
@@ -35,6 +40,9 @@ pub struct OpenOptions {
     /// Directory for temporary files (decompressed inputs); defaults to the
     /// output's directory, else the system temp directory.
     pub temp_dir: Option<PathBuf>,
+    /// Which disk of a multi-disk container (OVA) to open, 0-based in the
+    /// OVF DiskSection order; `None` means the boot disk.
+    pub disk: Option<usize>,
 }
 
 /// Open `path` as a virtual disk.
@@ -57,6 +65,10 @@ pub(crate) fn open_depth(
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
         Format::Qcow2 => qcow2::Qcow2Reader::open(path, opts, depth),
         Format::Vhd => Ok(Box::new(vhd::VhdReader::open(path)?)),
+        Format::Gzip | Format::Xz | Format::Zstd => compressed::open(path, format, opts, depth),
+        Format::Vmdk => vmdk::VmdkReader::open(path, opts, depth),
+        Format::Vdi => Ok(Box::new(vdi::VdiReader::open(path)?)),
+        Format::Ova => ova::OvaReader::open(path, opts, depth),
         other => Err(Error::unsupported(format!(
             "reading {} images is not implemented in this build",
             other.name()
