@@ -18,3 +18,6 @@ pub mod target;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod bytes;
+pub mod guest;
+pub mod partition;

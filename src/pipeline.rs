@@ -149,3 +149,9 @@ pub fn compare(a: &dyn BlockSource, b: &dyn BlockSource) -> Result<Comparison> {
         None => Comparison::Identical,
     })
 }
+
+/// What `onramp inspect` reports: the guest inside the image, read-only.
+pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<crate::guest::Inspection> {
+    let src: std::sync::Arc<dyn BlockSource> = std::sync::Arc::from(source::open(path, opts)?);
+    crate::guest::inspect(src).map_err(|e| e.at(path))
+}

@@ -113,6 +113,16 @@ pub enum Command {
     },
     /// Build recipes: verify, convert, hash, manifest — one command from image to artifact.
     Build(BuildArgs),
+    /// Look inside a guest disk (read-only): partitions, filesystems, OS facts.
+    Inspect {
+        /// The image.
+        image: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Machine-readable output on stdout (schema: docs/inspect-schema.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Check an image against a cloud's rules before upload.
     Validate(ValidateArgs),
 }
@@ -270,6 +280,15 @@ fn print_details(m: &serde_json::Map<String, Value>, indent: usize) {
 fn dispatch(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Build(b) => build(cli, b),
+        Command::Inspect { image, input, json } => {
+            let r = pipeline::inspect(image, &input.open_options())?;
+            if *json {
+                print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
+            } else {
+                print!("{}", crate::guest::render_text(&r));
+            }
+            Ok(0)
+        }
         Command::Validate(v) => validate(v),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;

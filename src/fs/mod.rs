@@ -169,3 +169,38 @@ pub fn read_guest_file(fs: &dyn FileSystem, path: &str, limit: u64) -> Result<Op
         _ => Ok(None),
     }
 }
+
+pub mod ext4;
+pub mod fat;
+
+use crate::block::BlockSource;
+use std::sync::Arc;
+
+/// A filesystem probe: `Ok(None)` when its magic is absent, `Err` when the
+/// magic is there but the structures are damaged or unsupported.
+pub type ProbeFn = fn(Arc<dyn BlockSource>) -> Result<Option<Box<dyn FileSystem>>>;
+
+/// Every filesystem reader, tried in order by [`probe`]. Readers add one line each.
+pub const PROBES: &[(&str, ProbeFn)] = &[
+    ("ext", |s| Ok(boxed(ext4::Ext4::probe(s)?))),
+    ("vfat", |s| Ok(boxed(fat::Fat::probe(s)?))),
+];
+
+/// Box a concrete filesystem for [`PROBES`].
+pub fn boxed<F: FileSystem + 'static>(f: Option<F>) -> Option<Box<dyn FileSystem>> {
+    f.map(|f| {
+        let b: Box<dyn FileSystem> = Box::new(f);
+        b
+    })
+}
+
+/// Recognise the filesystem on `src` (a partition or logical volume).
+/// `Ok(None)` when no reader recognises it (swap, empty, unknown).
+pub fn probe(src: Arc<dyn BlockSource>) -> Result<Option<Box<dyn FileSystem>>> {
+    for (_, p) in PROBES {
+        if let Some(fs) = p(src.clone())? {
+            return Ok(Some(fs));
+        }
+    }
+    Ok(None)
+}
