@@ -126,16 +126,7 @@ impl XfsReader {
 
     /// Inode number of `name` in directory `dir`, if present.
     pub fn lookup_in(&self, dir: &Dinode, name: &[u8]) -> Result<Option<u64>> {
-        let mut found = None;
-        dir::for_each_entry(self, dir, &mut |e| {
-            if e.name == name {
-                found = Some(e.ino);
-                Ok(ControlFlow::Break(()))
-            } else {
-                Ok(ControlFlow::Continue(()))
-            }
-        })?;
-        Ok(found)
+        dir::lookup(self, dir, name)
     }
 
     /// The inode at absolute guest `path` (no symlinks followed), if any.
