@@ -556,6 +556,24 @@ fn v5_defaults_every_format() {
     let fs = open(&b.img);
     check_tree(&b.img, fs.as_ref(), &b.tree);
     assert_eq!(fs.label().as_deref(), Some("onrampxfs"));
+    let t0 = std::time::Instant::now();
+    assert_eq!(fs.read_dir("/node").unwrap().len(), 20000);
+    let t1 = std::time::Instant::now();
+    let big = fs.read_file("/big", 1 << 30).unwrap();
+    let t2 = std::time::Instant::now();
+    for i in (0..20000).step_by(10) {
+        fs.stat(&format!("/node/entry_{i:06}_abcdefgh"))
+            .unwrap()
+            .unwrap();
+    }
+    let t3 = std::time::Instant::now();
+    eprintln!(
+        "list 20000-entry btree dir: {:?}; read {} bytes: {:?}; 2000 hashed lookups there: {:?}",
+        t1 - t0,
+        big.len(),
+        t2 - t1,
+        t3 - t2
+    );
     // Full listing of the btree-format directory vs xfs_db, already done in
     // check_tree; also read every 1000th file there through the reader.
     for i in (0..20000).step_by(1000) {

@@ -53,6 +53,19 @@ pub const XFS_SB_FEAT_INCOMPAT_EXCHRANGE: u32 = 1 << 6;
 /// Parent pointers (extended attributes; directories unchanged).
 pub const XFS_SB_FEAT_INCOMPAT_PARENT: u32 = 1 << 7;
 
+/// Read-only-compatible v5 features (`XFS_SB_FEAT_RO_COMPAT_*`): free inode
+/// B+tree, reverse-mapping B+tree, reference-count B+tree (reflink), inode
+/// B+tree block counters. They do not change how files are read, so the
+/// reader accepts any ro_compat bits; a writer must refuse the ones it does
+/// not maintain.
+pub const XFS_SB_FEAT_RO_COMPAT_FINOBT: u32 = 1 << 0;
+/// See [`XFS_SB_FEAT_RO_COMPAT_FINOBT`].
+pub const XFS_SB_FEAT_RO_COMPAT_RMAPBT: u32 = 1 << 1;
+/// See [`XFS_SB_FEAT_RO_COMPAT_FINOBT`].
+pub const XFS_SB_FEAT_RO_COMPAT_REFLINK: u32 = 1 << 2;
+/// See [`XFS_SB_FEAT_RO_COMPAT_FINOBT`].
+pub const XFS_SB_FEAT_RO_COMPAT_INOBTCNT: u32 = 1 << 3;
+
 /// Incompatible features this reader understands.
 pub const SUPPORTED_INCOMPAT: u32 = XFS_SB_FEAT_INCOMPAT_FTYPE
     | XFS_SB_FEAT_INCOMPAT_SPINODES
