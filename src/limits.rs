@@ -161,3 +161,28 @@ pub const MAX_QCOW2_SNAPSHOT_EXTRA_DATA: u32 = 1024;
 /// `DEFAULT_L2_CACHE_MAX_SIZE` on Linux (block/qcow2.h), which keeps the
 /// whole process under the 128 MiB target of issue 5.
 pub const QCOW2_L2_CACHE_BYTES: u64 = 32 << 20;
+/// Deepest XFS block-mapping B+tree walked, counting the root in the inode:
+/// 9, the kernel's `XFS_BTREE_MAXLEVELS` ("max of all btrees",
+/// fs/xfs/libxfs/xfs_btree.h).
+pub const MAX_XFS_BMBT_LEVELS: usize = 9;
+
+/// Most extent records of one XFS inode fork held in memory: 2^20 (32 MiB of
+/// records). onramp's own bound; the format allows 2^31 - 1 (2^48 with nrext64).
+pub const MAX_XFS_EXTENTS: u64 = 1 << 20;
+
+/// Most entries returned for one XFS directory: 2^21. onramp's own bound
+/// (a directory of 2 million names); the format has no practical limit.
+pub const MAX_XFS_DIR_ENTRIES: usize = 1 << 21;
+
+/// Most directory data-block bytes read for one XFS directory listing or
+/// lookup: 1 GiB. onramp's bound; the format's data section is 32 GiB
+/// (`XFS_DIR2_LEAF_OFFSET`).
+pub const MAX_XFS_DIR_BYTES: u64 = 1 << 30;
+
+/// Longest XFS symlink target: 1024 bytes (`XFS_SYMLINK_MAXLEN`,
+/// fs/xfs/libxfs/xfs_format.h).
+pub const XFS_SYMLINK_MAXLEN: u64 = 1024;
+
+/// Most filesystem blocks of an XFS remote symlink: 3 (`XFS_SYMLINK_MAPS`,
+/// fs/xfs/libxfs/xfs_symlink_remote.h).
+pub const XFS_SYMLINK_MAPS: u64 = 3;

@@ -172,6 +172,7 @@ pub fn read_guest_file(fs: &dyn FileSystem, path: &str, limit: u64) -> Result<Op
 
 pub mod ext4;
 pub mod fat;
+pub mod xfs;
 
 use crate::block::BlockSource;
 use std::sync::Arc;
@@ -184,6 +185,7 @@ pub type ProbeFn = fn(Arc<dyn BlockSource>) -> Result<Option<Box<dyn FileSystem>
 pub const PROBES: &[(&str, ProbeFn)] = &[
     ("ext", |s| Ok(boxed(ext4::Ext4::probe(s)?))),
     ("vfat", |s| Ok(boxed(fat::Fat::probe(s)?))),
+    ("xfs", xfs::probe),
 ];
 
 /// Box a concrete filesystem for [`PROBES`].
