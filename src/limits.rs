@@ -30,3 +30,8 @@ pub const MAX_RECURSION_DEPTH: usize = 32;
 
 /// Size of the chunks the conversion engine reads and writes: 1 MiB.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest registry hive file read into memory: 512 MiB. The format's offsets
+/// are 32-bit and Windows caps a hive near 2 GiB, but real SYSTEM and SOFTWARE
+/// hives are well under 200 MiB; this keeps memory bounded.
+pub const MAX_HIVE_BYTES: u64 = 512 << 20;

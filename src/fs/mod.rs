@@ -13,6 +13,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod regf;
+
 use crate::error::{Error, Result};
 
 /// Kind of a directory entry / inode.
