@@ -8,6 +8,7 @@ pub mod block;
 pub mod cli;
 pub mod error;
 pub mod fs;
+pub mod guest;
 pub mod limits;
 pub mod pipeline;
 pub mod source;

@@ -35,3 +35,8 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// are 32-bit and Windows caps a hive near 2 GiB, but real SYSTEM and SOFTWARE
 /// hives are well under 200 MiB; this keeps memory bounded.
 pub const MAX_HIVE_BYTES: u64 = 512 << 20;
+
+/// Most entries read from one NTFS `$I30` directory index: 4 Mi. Windows has
+/// no small fixed cap, but real directories (WinSxS) hold ~100 000 entries;
+/// this bounds a corrupt or cyclic index B-tree.
+pub const MAX_NTFS_INDEX_ENTRIES: usize = 4 << 20;

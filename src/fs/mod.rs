@@ -13,6 +13,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod ntfs;
 pub mod regf;
 
 use crate::error::{Error, Result};
