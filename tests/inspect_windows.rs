@@ -496,7 +496,7 @@ fn make_volume() -> Option<Volume> {
     );
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let m = run_output("ntfs-3g", &[s(&img), s(&mnt)]);
+    let m = run_output("ntfs-3g", &["-o", "compression", s(&img), s(&mnt)]);
     if !m.status.success() {
         let msg = format!(
             "ntfs-3g mount failed: {}",
@@ -558,6 +558,20 @@ buf = struct.pack('<IHH', 0xA000000C, len(body), 0) + body
 os.setxattr(sys.argv[1], 'system.ntfs_reparse_data', buf)
 "#;
         run("python3", &["-c", py, s(&mnt.join("syslink"))]);
+        // An NTFS-compressed directory (FILE_ATTRIBUTE_COMPRESSED, inherited by new files).
+        std::fs::create_dir_all(mnt.join("Compressed")).unwrap();
+        let py = "import os, struct, sys; os.setxattr(sys.argv[1], 'system.ntfs_attrib_be', struct.pack('>I', 0x800))";
+        run("python3", &["-c", py, s(&mnt.join("Compressed"))]);
+        std::fs::write(mnt.join("Compressed/c.txt"), "abc".repeat(100_000)).unwrap();
+        // Compressible text, an incompressible unit (stored raw), a hole, text again.
+        let mut mixed: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("line {i} of the log\n").into_bytes())
+            .collect();
+        mixed.extend(pattern(5, 70_000));
+        mixed.extend(vec![0u8; 200_000]);
+        mixed.extend((0..5_000).flat_map(|i| format!("tail {}\n", i * 7).into_bytes()));
+        std::fs::write(mnt.join("Compressed/mixed.bin"), &mixed).unwrap();
+        std::fs::write(host.join("Compressed_mixed.bin"), &mixed).unwrap();
     });
     let u = run_output("umount", &[s(&mnt)]);
     assert!(
@@ -616,6 +630,8 @@ fn ntfs_reads_agree_with_ntfscat_and_ntfsls() {
         "/Many/entry_299.txt",
         "/sparse.bin",
         "/Windows/notes.txt",
+        "/Compressed/c.txt",
+        "/Compressed/mixed.bin",
     ];
     for f in files {
         let want = Command::new("ntfscat")
@@ -680,6 +696,15 @@ fn ntfs_reads_agree_with_ntfscat_and_ntfsls() {
     assert_eq!(fs.read_link("/syslink").unwrap(), "/Windows/System32");
     let p = onramp::fs::resolve(&fs, "/syslink/config/SYSTEM", true).unwrap();
     assert_eq!(p, "/Windows/System32/config/SYSTEM");
+    // Compressed data (LZNT1) is decompressed: checked against ntfscat above,
+    // and ntfs-3g did compress it (FILE_ATTRIBUTE_COMPRESSED on $DATA).
+    let info = run("ntfsinfo", &["-F", "/Compressed/mixed.bin", s(&vol.img)]);
+    assert!(info.contains("COMPRESSED"), "{info}");
+    // UUID as blkid prints it.
+    if require(&["blkid"]) {
+        let out = run("blkid", &["-o", "value", "-s", "UUID", s(&vol.img)]);
+        assert_eq!(fs.uuid().unwrap(), out.trim());
+    }
     // Probe.
     let src: Arc<dyn BlockSource> = Arc::new(RawReader::open(&vol.img).unwrap());
     assert!(onramp::fs::ntfs::probe(src).unwrap().is_some());
@@ -797,63 +822,133 @@ fn windows_inspection_equals_the_fixture() {
     let json = serde_json::to_value(&info).unwrap();
     assert_eq!(json["sql_server"][0]["name"], "MSSQLSERVER");
     assert_eq!(json["rdp"]["port"], 3389);
+    let human = info.human_lines().join("\n");
+    assert!(human.contains("Windows Server 2022 Datacenter (ServerDatacenter), version 10.0 21H2 build 20348.2113, AMD64"), "{human}");
+    assert!(human.contains("SQL Server: instance MSSQLSERVER (MSSQL15.MSSQLSERVER) version 15.0.2000.5 Enterprise Edition"), "{human}");
 }
 
 // ------------------------------------------------------------ mutations
 
 const MUTANT_ENV: &str = "ONRAMP_MUTANT_DIR";
 
-/// Child side: read every mutant in $ONRAMP_MUTANT_DIR; errors are fine.
+/// An in-memory disk, for mutants.
+struct Mem(Vec<u8>);
+impl BlockSource for Mem {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> onramp::Result<()> {
+        onramp::block::check_range(self.size(), offset, buf.len() as u64)?;
+        let o = usize::try_from(offset).unwrap();
+        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        Ok(())
+    }
+    fn format_name(&self) -> &'static str {
+        "mem"
+    }
+}
+
+fn walk_hive(bytes: &[u8]) -> bool {
+    let Ok(h) = Hive::parse(bytes) else {
+        return false;
+    };
+    let mut todo = vec![h.root().unwrap()];
+    let mut seen = 0;
+    let mut ok = true;
+    while let Some(k) = todo.pop() {
+        seen += 1;
+        if seen > 5000 {
+            break;
+        }
+        ok &= k.name().is_ok();
+        ok &= k.values().is_ok();
+        match k.subkeys() {
+            Ok(s) => todo.extend(s),
+            Err(_) => ok = false,
+        }
+    }
+    ok
+}
+
+/// Paths the NTFS walk reads; the mutation test aims at their MFT records.
+const WALK_DIRS: [&str; 4] = [
+    "/",
+    "/Many",
+    "/Windows/System32/config",
+    "/Program Files/App",
+];
+
+fn walk_ntfs(img: Vec<u8>) -> bool {
+    let src: Arc<dyn BlockSource> = Arc::new(Mem(img));
+    let Ok(fs) = NtfsFs::open(src) else {
+        return false;
+    };
+    let mut ok = windows::inspect(&fs).is_ok();
+    for d in WALK_DIRS {
+        match fs.read_dir(d) {
+            Ok(es) => {
+                for e in es.iter().filter(|e| !e.name.starts_with('$')).take(12) {
+                    let path = format!("{}/{}", d.trim_end_matches('/'), e.name);
+                    match fs.stat(&path) {
+                        Ok(Some(m))
+                            if m.file_type == FileType::File
+                                && !path.starts_with("/Compressed") =>
+                        {
+                            ok &= fs.read_file(&path, 16 << 20).is_ok();
+                        }
+                        Ok(_) => {}
+                        Err(_) => ok = false,
+                    }
+                }
+            }
+            Err(_) => ok = false,
+        }
+    }
+    ok
+}
+
+/// Child side: read every mutant in $ONRAMP_MUTANT_DIR (hive files, or
+/// `base.img` plus `patches.txt` lines `offset hexbytes`); errors are fine.
 #[test]
 fn mutant_child() {
     let Some(dir) = std::env::var_os(MUTANT_ENV) else {
         return;
     };
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("hive") {
-            let bytes = std::fs::read(&p).unwrap();
-            if let Ok(h) = Hive::parse(&bytes) {
-                let mut todo = vec![h.root().unwrap()];
-                let mut seen = 0;
-                while let Some(k) = todo.pop() {
-                    seen += 1;
-                    if seen > 5000 {
-                        break;
-                    }
-                    let _ = k.name();
-                    let _ = k.values();
-                    if let Ok(s) = k.subkeys() {
-                        todo.extend(s);
-                    }
-                }
+    let dir = PathBuf::from(dir);
+    let (mut n, mut failed) = (0, 0);
+    if dir.join("patches.txt").exists() {
+        let base = std::fs::read(dir.join("base.img")).unwrap();
+        for line in std::fs::read_to_string(dir.join("patches.txt"))
+            .unwrap()
+            .lines()
+        {
+            let (off, hex) = line.split_once(' ').unwrap();
+            let off: usize = off.parse().unwrap();
+            let mut m = base.clone();
+            for (i, c) in hex.as_bytes().chunks(2).enumerate() {
+                m[off + i] = u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap();
             }
-        } else {
-            let src: Arc<dyn BlockSource> = Arc::new(RawReader::open(&p).unwrap());
-            if let Ok(fs) = NtfsFs::open(src) {
-                let _ = windows::inspect(&fs);
-                for d in ["/", "/Many", "/Windows/System32/config"] {
-                    if let Ok(es) = fs.read_dir(d) {
-                        for e in es.iter().take(20) {
-                            let path = format!("{}/{}", d.trim_end_matches('/'), e.name);
-                            let _ = fs.stat(&path);
-                            let _ = fs.read_file(&path, 16 << 20);
-                        }
-                    }
-                }
+            n += 1;
+            if !walk_ntfs(m) {
+                failed += 1;
             }
         }
-        n += 1;
+    } else {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            n += 1;
+            if !walk_hive(&bytes) {
+                failed += 1;
+            }
+        }
     }
-    eprintln!("read {n} mutants");
+    eprintln!("MUTANTS read={n} with_errors={failed}");
 }
 
-fn run_mutants(dir: &Path) {
+fn run_mutants(dir: &Path, expected: usize) {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("timeout")
-        .args(["120", "prlimit", "--as=268435456", "--"])
+        .args(["300", "prlimit", "--as=268435456", "--"])
         .arg(&exe)
         .args(["--exact", "mutant_child", "--nocapture", "--test-threads=1"])
         .env(MUTANT_ENV, dir)
@@ -870,6 +965,24 @@ fn run_mutants(dir: &Path) {
     assert!(
         !err.contains("panicked"),
         "a panic while reading mutants:\n{err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("MUTANTS"))
+        .unwrap_or_else(|| panic!("no summary from the mutant child:\n{err}"));
+    eprintln!("{line}");
+    let count = |k: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("read="), expected, "{line}");
+    // Many mutants must be noticed (some hit padding, timestamps or unused fields).
+    assert!(
+        count("with_errors=") * 5 >= expected,
+        "too few mutants gave errors: {line}"
     );
 }
 
@@ -894,7 +1007,11 @@ fn mutated_hives_give_errors_not_panics() {
     let dir = tempdir();
     let base = build(&system_hive(), "SYSTEM").unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for i in 0..300 {
+    let total: usize = std::env::var("ONRAMP_HIVE_MUTANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for i in 0..total {
         let mut m = base.clone();
         match i % 4 {
             // Cell sizes / list counts / offsets: 32-bit fields anywhere in the bins.
@@ -925,7 +1042,7 @@ fn mutated_hives_give_errors_not_panics() {
         }
         std::fs::write(dir.path().join(format!("hive{i:04}")), &m).unwrap();
     }
-    run_mutants(dir.path());
+    run_mutants(dir.path(), total);
 }
 
 #[test]
@@ -939,34 +1056,98 @@ fn mutated_ntfs_volumes_give_errors_not_panics() {
     let mft_lcn =
         usize::try_from(u64::from_le_bytes(base[0x30..0x38].try_into().unwrap())).unwrap();
     let mft = mft_lcn * cluster;
-    let dir = tempdir();
+    // Targets: in-use FILE records of the MFT, and INDX blocks (/Many's index allocation).
+    let fs = open_ntfs(&vol.img);
+    let mut inos: Vec<u64> = (0..12).collect();
+    for d in WALK_DIRS {
+        inos.push(fs.stat(d).unwrap().unwrap().ino);
+        for e in fs
+            .read_dir(d)
+            .unwrap()
+            .iter()
+            .filter(|e| !e.name.starts_with('$'))
+            .take(12)
+        {
+            inos.push(e.ino);
+        }
+    }
+    for p in [
+        "/Windows",
+        "/Windows/System32",
+        "/Program Files",
+        "/Boot",
+        "/Boot/BCD",
+    ] {
+        inos.push(fs.stat(p).unwrap().unwrap().ino);
+    }
+    inos.sort();
+    inos.dedup();
+    let records: Vec<usize> = inos
+        .iter()
+        .map(|&i| mft + usize::try_from(i).unwrap() * 1024)
+        .collect();
+    let indx: Vec<usize> = (0..base.len() / cluster)
+        .map(|c| c * cluster)
+        .filter(|&o| &base[o..o + 4] == b"INDX")
+        .collect();
+    assert!(
+        records.len() > 40 && !indx.is_empty(),
+        "{} records, {} INDX",
+        records.len(),
+        indx.len()
+    );
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
-    // Records worth hitting: system files, root (5), and the first user records.
-    let records: Vec<usize> = (0..16).chain(64..110).collect();
-    for i in 0..48 {
-        let mut m = base.clone();
-        let rec = mft + records[rng.below(records.len())] * 1024;
-        match i % 6 {
-            // Update sequence array offset / count, or the USA values themselves.
-            0 => m[rec + 4 + rng.below(4)] = rng.next() as u8,
-            1 => {
-                let usa = usize::from(u16::from_le_bytes([m[rec + 4], m[rec + 5]]));
-                m[rec + usa + rng.below(6)] ^= 0xFF;
-            }
-            // First attribute offset, or an attribute's length / name / value fields.
-            2 => m[rec + 0x14] = rng.next() as u8,
+    let mut patches = String::new();
+    let mut add = |off: usize, bytes: &[u8]| {
+        patches.push_str(&format!(
+            "{off} {}\n",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+    };
+    let total: usize = std::env::var("ONRAMP_NTFS_MUTANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    for i in 0..total {
+        let rec = records[rng.below(records.len())];
+        let u16_at = |o: usize| usize::from(u16::from_le_bytes([base[o], base[o + 1]]));
+        match i % 8 {
+            // Update sequence array: offset, count, or the fixup values.
+            0 => add(rec + 4 + rng.below(4), &[rng.next() as u8]),
+            1 => add(rec + u16_at(rec + 4) + rng.below(6), &[rng.next() as u8]),
+            // First attribute offset.
+            2 => add(rec + 0x14, &[rng.next() as u8]),
+            // An attribute header: type, length, non-resident flag, name/value offsets.
             3 | 4 => {
-                let first = usize::from(u16::from_le_bytes([m[rec + 0x14], m[rec + 0x15]]));
-                let at = rec + first.min(1000) + rng.below(24).min(1023 - first.min(1000));
-                m[at] = rng.next() as u8;
+                let first = u16_at(rec + 0x14).min(1000);
+                let at = rec + first + rng.below(24).min(1016 - first);
+                let v = rng.next();
+                add(at, &v.to_le_bytes()[..1 + rng.below(4)]);
+            }
+            // Anywhere in the used part of the record (run lists, $FILE_NAME, index roots).
+            5 => {
+                let used = u16_at(rec + 0x18).clamp(64, 1024);
+                add(rec + 0x30 + rng.below(used - 0x30), &[rng.next() as u8]);
+            }
+            // INDX blocks of large directories.
+            6 => {
+                let b = indx[rng.below(indx.len())];
+                add(b + rng.below(512), &[rng.next() as u8]);
             }
             // Boot sector fields.
             _ => {
-                let at = [0x0B, 0x0C, 0x0D, 0x28, 0x30, 0x38, 0x40, 0x44][rng.below(8)];
-                m[at] = rng.next() as u8;
+                let at = [0x0B, 0x0C, 0x0D, 0x28, 0x30, 0x31, 0x38, 0x40, 0x44][rng.below(9)];
+                add(at, &[rng.next() as u8]);
             }
         }
-        std::fs::write(dir.path().join(format!("ntfs{i:03}")), &m).unwrap();
     }
-    run_mutants(dir.path());
+    let dir = tempdir();
+    if let Some(keep) = std::env::var_os("ONRAMP_KEEP_MUTANTS") {
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::write(Path::new(&keep).join("base.img"), &base).unwrap();
+        std::fs::write(Path::new(&keep).join("patches.txt"), &patches).unwrap();
+    }
+    std::fs::write(dir.path().join("base.img"), &base).unwrap();
+    std::fs::write(dir.path().join("patches.txt"), patches).unwrap();
+    run_mutants(dir.path(), total);
 }

@@ -489,3 +489,116 @@ pub fn inspect(fs: &dyn FileSystem) -> Result<WindowsInfo> {
     info.bcd_present = bcd_present(fs)?;
     Ok(info)
 }
+
+impl WindowsInfo {
+    /// Short human-readable lines for `onramp inspect` (grouped, one fact a line).
+    pub fn human_lines(&self) -> Vec<String> {
+        let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+        let mut l = vec![
+            format!(
+                "Windows: {} ({}), version {}{} build {}{}, {}",
+                o(&self.product_name),
+                o(&self.edition),
+                o(&self
+                    .version
+                    .clone()
+                    .or_else(|| self.current_version.clone())),
+                self.display_version
+                    .as_ref()
+                    .map(|d| format!(" {d}"))
+                    .unwrap_or_default(),
+                o(&self.build),
+                self.ubr.map(|u| format!(".{u}")).unwrap_or_default(),
+                o(&self.architecture)
+            ),
+            format!(
+                "  system root: {}   hostname: {}",
+                self.system_root,
+                o(&self.hostname)
+            ),
+        ];
+        for s in &self.sql_server {
+            l.push(format!(
+                "  SQL Server: instance {} ({}) version {} {}",
+                s.name,
+                s.id,
+                o(&s.version),
+                o(&s.edition)
+            ));
+        }
+        for s in &self.sharepoint {
+            l.push(format!(
+                "  SharePoint: {} (build {})",
+                s.version,
+                o(&s.build)
+            ));
+        }
+        l.push(format!(
+            "  RDP: {}{}",
+            match self.rdp.enabled {
+                Some(true) => "enabled",
+                Some(false) => "disabled",
+                None => "?",
+            },
+            self.rdp
+                .port
+                .map(|p| format!(", port {p}"))
+                .unwrap_or_default()
+        ));
+        l.push(format!(
+            "  generalized: {} (ImageState {}, GeneralizationState {})",
+            if self.generalization.generalized {
+                "yes"
+            } else {
+                "no"
+            },
+            o(&self.generalization.image_state),
+            self.generalization
+                .generalization_state
+                .map_or("?".into(), |v| v.to_string())
+        ));
+        l.push(format!(
+            "  SAN policy: {}   RealTimeIsUniversal: {}",
+            o(&self.san_policy_name),
+            self.real_time_is_universal
+                .map_or("?".into(), |v| v.to_string())
+        ));
+        for s in &self.services {
+            l.push(format!(
+                "  service {}: {}",
+                s.name,
+                if s.present {
+                    o(&s.start_type)
+                } else {
+                    "absent".into()
+                }
+            ));
+        }
+        let fw = |v: Option<bool>| match v {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "?",
+        };
+        l.push(format!(
+            "  firewall: domain {}, private {}, public {}   pagefile: {}   BCD: {}",
+            fw(self.firewall.domain),
+            fw(self.firewall.private),
+            fw(self.firewall.public),
+            if self.pagefiles.is_empty() {
+                "none".into()
+            } else {
+                self.pagefiles.join("; ")
+            },
+            if self.bcd_present {
+                "present"
+            } else {
+                "not on this volume"
+            }
+        ));
+        l.push(format!("  applications: {}", self.applications.len()));
+        for w in &self.warnings {
+            l.push(format!("  warning: {w}"));
+        }
+        l
+    }
+}

@@ -14,6 +14,8 @@
 //!   case-insensitive (upper-cased names, as Windows compares them);
 //! - file reads check the `$DATA` length against the caller's limit before
 //!   allocating;
+//! - compressed `$DATA` (the crate returns raw clusters) is decompressed here
+//!   ([`lznt1`]); EFS-encrypted data is refused clearly;
 //! - reparse points (symbolic links, junctions) are reported as
 //!   [`FileType::Symlink`] with a target rewritten into this volume (`C:\x` ->
 //!   `/x`); targets on other volumes are refused; other reparse tags (dedup,
@@ -33,12 +35,15 @@
     clippy::indexing_slicing
 )]
 
+pub mod lznt1;
+
 use super::{DirEntry, FileSystem, FileType, Metadata};
 use crate::block::BlockSource;
 use crate::error::{Error, Result};
 use crate::limits;
+use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
-use ntfs::{Ntfs, NtfsAttributeType, NtfsFile, NtfsReadSeek};
+use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsFile, NtfsReadSeek};
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -304,6 +309,73 @@ impl NtfsFs {
         })
     }
 
+    /// Read a compressed `$DATA` of `len` bytes: compression units of 16
+    /// clusters, each raw, sparse or LZNT1 (see [`lznt1`]).
+    fn read_compressed(
+        &self,
+        v: NtfsAttributeValue<'_, '_>,
+        len: u64,
+        path: &str,
+    ) -> Result<Vec<u8>> {
+        let NtfsAttributeValue::NonResident(v) = v else {
+            return Err(Error::unsupported(format!(
+                "NTFS: {path} is compressed and split over several MFT records (attribute list); not supported"
+            )));
+        };
+        let cs = u64::from(self.ntfs.cluster_size());
+        if cs > 4096 {
+            return Err(Error::corrupt_msg(format!(
+                "NTFS: {path} is compressed on a volume with {cs}-byte clusters (NTFS compresses only with clusters up to 4096 bytes)"
+            )));
+        }
+        let unit_clusters: u64 = 16;
+        let unit = cs.saturating_mul(unit_clusters);
+        let units = len.div_ceil(unit.max(1));
+        let total_clusters = units.saturating_mul(unit_clusters);
+        // Position of every cluster of the value (None: sparse), bounded by `len`.
+        let mut clusters: Vec<Option<u64>> = Vec::new();
+        for run in v.data_runs() {
+            let run = run.map_err(|e| ntfs_err(&format!("data runs of {path}"), e))?;
+            let n = run.allocated_size().checked_div(cs).unwrap_or(0);
+            let pos = run.data_position().value().map(u64::from);
+            for i in 0..n {
+                if u64::try_from(clusters.len()).unwrap_or(u64::MAX) >= total_clusters {
+                    break;
+                }
+                clusters.push(pos.map(|p| p.saturating_add(i.saturating_mul(cs))));
+            }
+        }
+        clusters.resize(
+            usize::try_from(total_clusters).map_err(|_| Error::invalid("file too large"))?,
+            None,
+        );
+        let unit_len = usize::try_from(unit).unwrap_or(0);
+        let cs_len = usize::try_from(cs).unwrap_or(0);
+        let mut out: Vec<u8> = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        for u in clusters.chunks(usize::try_from(unit_clusters).unwrap_or(16)) {
+            // Allocated clusters come first in a unit; the rest is sparse.
+            let allocated: Vec<u64> = u.iter().map_while(|c| *c).collect();
+            if u.iter().skip(allocated.len()).any(Option::is_some) {
+                return Err(Error::corrupt_msg(format!(
+                    "NTFS: a compression unit of {path} has data after a hole"
+                )));
+            }
+            let mut raw = vec![0u8; allocated.len().saturating_mul(cs_len)];
+            for (c, pos) in raw.chunks_mut(cs_len.max(1)).zip(&allocated) {
+                self.src.read_at(*pos, c)?;
+            }
+            if allocated.len() == u.len() {
+                out.extend_from_slice(&raw);
+            } else if allocated.is_empty() {
+                out.resize(out.len().saturating_add(unit_len), 0);
+            } else {
+                out.extend(lznt1::decompress_unit(&raw, unit_len)?);
+            }
+        }
+        out.truncate(usize::try_from(len).unwrap_or(0));
+        Ok(out)
+    }
+
     fn data_len(&self, r: &mut BlockReader<'_>, f: &NtfsFile<'_>) -> Result<Option<u64>> {
         match f.data(r, "") {
             None => Ok(None),
@@ -463,11 +535,23 @@ impl FileSystem for NtfsFs {
             };
             let item = item.map_err(|e| ntfs_err("$DATA", e))?;
             let a = item.to_attribute().map_err(|e| ntfs_err("$DATA", e))?;
+            let flags = a.flags();
+            if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
+                return Err(Error::unsupported(format!(
+                    "NTFS: {path} is EFS-encrypted; its data cannot be read offline"
+                )));
+            }
             let len = a.value_length();
             if len > limit {
                 return Err(Error::invalid(format!(
                     "NTFS: {path} is {len} bytes, more than the {limit}-byte limit"
                 )));
+            }
+            if flags.contains(NtfsAttributeFlags::COMPRESSED) {
+                let v = a
+                    .value(&mut r)
+                    .map_err(|e| ntfs_err(&format!("$DATA of {path}"), e))?;
+                return self.read_compressed(v, len, path);
             }
             let mut v = a
                 .value(&mut r)

@@ -190,3 +190,107 @@ fn ri_recursion_is_bounded() {
     let e = h.root().unwrap().subkeys().unwrap_err();
     assert!(e.message().contains("nesting"), "{e}");
 }
+
+/// Offsets of interesting cells in a tiny hive: (bytes, root nk offset, subkey list offset).
+fn tiny() -> (Vec<u8>, u32, u32, u32) {
+    let mut r = KeySpec::new("ROOT");
+    r.set("A", Value::dword("v", 1))
+        .set("B", Value::sz("s", "x"));
+    let bytes = build(&r, "X").unwrap();
+    let h = Hive::parse(&bytes).unwrap();
+    let root = h.root().unwrap();
+    let nkc = h.cell(root.offset(), "x").unwrap();
+    let list = u32_at(nkc, nk::SUBKEY_LIST).unwrap();
+    let a = h.open_key("A").unwrap().unwrap();
+    let vlist = u32_at(h.cell(a.offset(), "x").unwrap(), nk::VALUE_LIST).unwrap();
+    (bytes.clone(), root.offset(), list, vlist)
+}
+
+fn fix_checksum(b: &mut [u8]) {
+    let c = checksum(b);
+    b[508..512].copy_from_slice(&c.to_le_bytes());
+}
+
+fn abs(off: u32) -> usize {
+    BASE_BLOCK_SIZE + off as usize
+}
+
+#[test]
+fn targeted_corruptions_name_structure_field_and_offset() {
+    let (base, root, list, vlist) = tiny();
+
+    // A cell whose size runs past its hive bin.
+    let mut b = base.clone();
+    b[abs(list)..abs(list) + 4].copy_from_slice(&(-8192i32).to_le_bytes());
+    let h = Hive::parse(&b).unwrap();
+    let e = h.root().unwrap().subkeys().unwrap_err();
+    assert!(e.message().contains("subkey list cell field size"), "{e}");
+    assert!(
+        e.message().contains(&format!("at byte {}", abs(list))),
+        "{e}"
+    );
+
+    // A free (positive size) cell referenced as a key.
+    let mut b = base.clone();
+    b[abs(root)..abs(root) + 4].copy_from_slice(&96i32.to_le_bytes());
+    fix_checksum(&mut b);
+    let e = Hive::parse(&b).unwrap_err();
+    assert!(e.message().contains("allocated cell"), "{e}");
+
+    // A list count larger than its cell.
+    let mut b = base.clone();
+    b[abs(list) + 6..abs(list) + 8].copy_from_slice(&5000u16.to_le_bytes());
+    let h = Hive::parse(&b).unwrap();
+    let e = h.root().unwrap().subkeys().unwrap_err();
+    assert!(e.message().contains("number of elements"), "{e}");
+
+    // nk subkey count disagreeing with its list.
+    let mut b = base.clone();
+    let at = abs(root) + 4 + nk::SUBKEYS;
+    b[at..at + 4].copy_from_slice(&3u32.to_le_bytes());
+    let h = Hive::parse(&b).unwrap();
+    let e = h.root().unwrap().subkeys().unwrap_err();
+    assert!(e.message().contains("number of subkeys"), "{e}");
+
+    // An offset outside the hive bins.
+    let mut b = base.clone();
+    let at = abs(root) + 4 + nk::SUBKEY_LIST;
+    b[at..at + 4].copy_from_slice(&0x7000_0000u32.to_le_bytes());
+    let h = Hive::parse(&b).unwrap();
+    let e = h.root().unwrap().subkeys().unwrap_err();
+    assert!(e.message().contains("field offset"), "{e}");
+
+    // A value list pointing into the middle of a cell (misaligned).
+    let mut b = base.clone();
+    b[abs(vlist) + 4..abs(vlist) + 8].copy_from_slice(&(vlist + 2).to_le_bytes());
+    let h = Hive::parse(&b).unwrap();
+    assert!(h.open_key("A").unwrap().unwrap().values().is_err());
+
+    // Base block: checksum, signature, hive bins data size, hbin signature.
+    let mut b = base.clone();
+    b[509] ^= 0x10;
+    let e = Hive::parse(&b).unwrap_err();
+    assert!(
+        e.message()
+            .contains("base block field checksum at byte 508"),
+        "{e}"
+    );
+    let mut b = base.clone();
+    b[40..44].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    fix_checksum(&mut b);
+    let e = Hive::parse(&b).unwrap_err();
+    assert!(e.message().contains("hive bins data size"), "{e}");
+    let mut b = base.clone();
+    b[4096] = b'X';
+    let e = Hive::parse(&b).unwrap_err();
+    assert!(
+        e.message()
+            .contains("hive bin header field signature at byte 4096"),
+        "{e}"
+    );
+    let mut b = base.clone();
+    b[4096 + 8..4096 + 12].copy_from_slice(&100u32.to_le_bytes());
+    let e = Hive::parse(&b).unwrap_err();
+    assert!(e.message().contains("hive bin header field size"), "{e}");
+    assert!(Hive::parse(&base[..4000]).is_err());
+}
