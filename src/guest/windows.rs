@@ -602,3 +602,185 @@ impl WindowsInfo {
         l
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::fs::regf::checksum;
+    use crate::fs::regf::writer::{build, KeySpec};
+    use crate::fs::{DirEntry, Metadata};
+    use std::collections::BTreeMap;
+
+    /// A tiny in-memory filesystem: file paths to contents (directories implied).
+    struct MemFs(BTreeMap<String, Vec<u8>>);
+
+    impl MemFs {
+        fn is_dir(&self, p: &str) -> bool {
+            p == "/" || self.0.keys().any(|k| k.starts_with(&format!("{p}/")))
+        }
+    }
+
+    impl FileSystem for MemFs {
+        fn kind(&self) -> &'static str {
+            "mem"
+        }
+        fn stat(&self, path: &str) -> Result<Option<Metadata>> {
+            let m = |file_type, size| Metadata {
+                file_type,
+                size,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                ino: 0,
+            };
+            Ok(match self.0.get(path) {
+                Some(d) => Some(m(FileType::File, u64::try_from(d.len()).unwrap())),
+                None if self.is_dir(path) => Some(m(FileType::Dir, 0)),
+                None => None,
+            })
+        }
+        fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+            let prefix = if path == "/" {
+                "/".to_string()
+            } else {
+                format!("{path}/")
+            };
+            let mut names: Vec<String> = self
+                .0
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(|r| r.split('/').next().unwrap().to_string())
+                .collect();
+            names.dedup();
+            Ok(names
+                .into_iter()
+                .map(|name| DirEntry {
+                    file_type: FileType::Other,
+                    name,
+                    ino: 0,
+                })
+                .collect())
+        }
+        fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+            let d = self.0.get(path).ok_or_else(|| Error::invalid("missing"))?;
+            assert!(u64::try_from(d.len()).unwrap() <= limit);
+            Ok(d.clone())
+        }
+        fn read_link(&self, _: &str) -> Result<String> {
+            Err(Error::invalid("no links"))
+        }
+    }
+
+    fn hives() -> (KeySpec, KeySpec) {
+        let mut sys = KeySpec::new("ROOT");
+        sys.set("Select", Value::dword("Current", 2))
+            .set(
+                "ControlSet002\\Control\\ComputerName\\ComputerName",
+                Value::sz("ComputerName", "HOST2"),
+            )
+            .set(
+                "ControlSet001\\Control\\ComputerName\\ComputerName",
+                Value::sz("ComputerName", "STALE"),
+            )
+            .set("ControlSet002\\Services\\RdAgent", Value::dword("Start", 4))
+            .set(
+                "ControlSet002\\Control\\Session Manager\\Memory Management",
+                Value::multi_sz(
+                    "PagingFiles",
+                    &["C:\\pagefile.sys 0 0", "D:\\pagefile.sys 1024 4096"],
+                ),
+            );
+        let mut soft = KeySpec::new("ROOT");
+        soft.set(
+            "Microsoft\\Windows NT\\CurrentVersion",
+            Value::sz("ProductName", "Windows Server 2016 Standard"),
+        )
+        .set(
+            "Microsoft\\Windows NT\\CurrentVersion",
+            Value::sz("ReleaseId", "1607"),
+        )
+        .set(
+            "Microsoft\\Windows NT\\CurrentVersion",
+            Value::sz("CurrentBuild", "14393"),
+        )
+        .set(
+            "Microsoft\\Windows\\CurrentVersion\\Setup\\State",
+            Value::sz("ImageState", "IMAGE_STATE_COMPLETE"),
+        );
+        (sys, soft)
+    }
+
+    fn fs_with(sys: Vec<u8>, soft: Vec<u8>) -> MemFs {
+        let mut m = BTreeMap::new();
+        // Odd case on purpose: lookups are case-insensitive.
+        m.insert("/WINDOWS/system32/Config/system".to_string(), sys);
+        m.insert("/WINDOWS/system32/Config/SOFTWARE".to_string(), soft);
+        m.insert("/EFI/Microsoft/Boot/BCD".to_string(), vec![1]);
+        MemFs(m)
+    }
+
+    #[test]
+    fn current_control_set_fallbacks_and_case() {
+        let (sys, soft) = hives();
+        let fs = fs_with(
+            build(&sys, "SYSTEM").unwrap(),
+            build(&soft, "SOFTWARE").unwrap(),
+        );
+        let i = inspect(&fs).unwrap();
+        assert_eq!(i.system_root, "/WINDOWS");
+        assert_eq!(i.current_control_set, "ControlSet002");
+        assert_eq!(i.hostname.as_deref(), Some("HOST2"));
+        assert_eq!(i.display_version.as_deref(), Some("1607"));
+        assert_eq!(i.build.as_deref(), Some("14393"));
+        assert_eq!(i.version, None);
+        assert!(!i.generalization.generalized);
+        assert_eq!(
+            i.pagefiles,
+            vec!["C:\\pagefile.sys 0 0", "D:\\pagefile.sys 1024 4096"]
+        );
+        assert_eq!(i.services[0].name, "WindowsAzureGuestAgent");
+        assert!(!i.services[0].present);
+        assert_eq!(i.services[1].start_type.as_deref(), Some("disabled"));
+        assert_eq!(i.rdp, Rdp::default());
+        assert!(i.bcd_present);
+        assert!(i.warnings.is_empty());
+        assert!(i.sql_server.is_empty() && i.sharepoint.is_empty() && i.applications.is_empty());
+    }
+
+    #[test]
+    fn pending_log_is_reported_and_corrupt_hives_fail() {
+        let (sys, soft) = hives();
+        let mut s = build(&sys, "SYSTEM").unwrap();
+        s[4] = 9;
+        let c = checksum(&s);
+        s[508..512].copy_from_slice(&c.to_le_bytes());
+        let fs = fs_with(s.clone(), build(&soft, "SOFTWARE").unwrap());
+        let i = inspect(&fs).unwrap();
+        assert_eq!(i.warnings.len(), 1);
+        assert!(
+            i.warnings[0].contains("SYSTEM hive has a pending transaction log"),
+            "{:?}",
+            i.warnings
+        );
+        s[508] ^= 1;
+        let fs = fs_with(s, build(&soft, "SOFTWARE").unwrap());
+        let e = inspect(&fs).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("SYSTEM hive: registry hive base block field checksum"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_system_root_is_a_clear_error() {
+        let fs = MemFs(BTreeMap::from([(
+            "/Windows/System32/config/SYSTEM".to_string(),
+            vec![0u8; 8],
+        )]));
+        let e = inspect(&fs).unwrap_err();
+        assert!(e.message().contains("no Windows system root"), "{e}");
+    }
+}
