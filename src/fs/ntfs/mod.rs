@@ -345,6 +345,14 @@ impl NtfsFs {
                 clusters.push(pos.map(|p| p.saturating_add(i.saturating_mul(cs))));
             }
         }
+        let mapped = u64::try_from(clusters.len())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(cs);
+        if mapped < len {
+            return Err(Error::corrupt_msg(format!(
+                "NTFS: $DATA of {path}: data size {len} exceeds the {mapped} bytes its data runs map"
+            )));
+        }
         clusters.resize(
             usize::try_from(total_clusters).map_err(|_| Error::invalid("file too large"))?,
             None,
@@ -556,6 +564,20 @@ impl FileSystem for NtfsFs {
             let mut v = a
                 .value(&mut r)
                 .map_err(|e| ntfs_err(&format!("$DATA of {path}"), e))?;
+            // The data size must lie within what the data runs map (sparse
+            // runs included): this bounds the allocation below by the run list.
+            if let NtfsAttributeValue::NonResident(nr) = &v {
+                let mut mapped = 0u64;
+                for run in nr.data_runs() {
+                    let run = run.map_err(|e| ntfs_err(&format!("data runs of {path}"), e))?;
+                    mapped = mapped.saturating_add(run.allocated_size());
+                }
+                if len > mapped {
+                    return Err(Error::corrupt_msg(format!(
+                        "NTFS: $DATA of {path}: data size {len} exceeds the {mapped} bytes its data runs map"
+                    )));
+                }
+            }
             let mut buf =
                 vec![0u8; usize::try_from(len).map_err(|_| Error::invalid("file too large"))?];
             v.read_exact(&mut r, &mut buf)
