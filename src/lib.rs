@@ -9,9 +9,13 @@ pub mod cli;
 pub mod error;
 pub mod fs;
 pub mod guest;
+pub mod inject;
 pub mod limits;
+pub mod overlay;
 pub mod pipeline;
+pub mod recipe;
 pub mod source;
 pub mod target;
+pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};

@@ -40,3 +40,24 @@ pub const MAX_HIVE_BYTES: u64 = 512 << 20;
 /// no small fixed cap, but real directories (WinSxS) hold ~100 000 entries;
 /// this bounds a corrupt or cyclic index B-tree.
 pub const MAX_NTFS_INDEX_ENTRIES: usize = 4 << 20;
+
+/// Environment variable that overrides [`MAX_DECOMPRESSED_BYTES`] (bytes; for
+/// tests and for hosts with less scratch space).
+pub const MAX_DECOMPRESSED_ENV: &str = "ONRAMP_MAX_DECOMPRESSED_BYTES";
+
+/// The decompression limit in force: [`MAX_DECOMPRESSED_ENV`] when set to a
+/// whole number of bytes, else [`MAX_DECOMPRESSED_BYTES`]. Read here only.
+pub fn max_decompressed_bytes() -> u64 {
+    std::env::var(MAX_DECOMPRESSED_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(MAX_DECOMPRESSED_BYTES)
+}
+
+/// Deepest nesting of compressed inputs (a `.gz` of a `.gz` ...): 4. Real
+/// images are compressed once; a GCE tar.gz counts as one level.
+pub const MAX_COMPRESSION_DEPTH: usize = 4;
+
+/// Most sparse map entries accepted in a GNU tar member: 2 Mi (32 MiB of
+/// (offset, length) pairs, the [`MAX_TABLE_BYTES`] budget).
+pub const MAX_TAR_SPARSE_ENTRIES: usize = 2 << 20;

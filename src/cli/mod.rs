@@ -101,6 +101,92 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build recipes: verify, convert, hash, manifest — one command from image to artifact.
+    Build(BuildArgs),
+    /// Check an image against a cloud's rules before upload.
+    Validate(ValidateArgs),
+}
+
+/// Report formats of `onramp validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Human text grouped by severity.
+    Text,
+    /// JSON.
+    Json,
+    /// JUnit XML (one testcase per rule).
+    Junit,
+    /// SARIF 2.1.0.
+    Sarif,
+    /// Markdown (with --list-rules: docs/rules.md).
+    Markdown,
+}
+
+/// `onramp validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The image (any format onramp reads).
+    #[arg(required_unless_present = "list_rules")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Profile: azure, azure-linux, azure-windows, gce, aws.
+    #[arg(long, default_value = "azure")]
+    pub profile: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Also write the report to this file (in --format), e.g. a JUnit file for CI.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Warnings fail too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Waive a rule with a reason: RULE_ID=reason (repeatable).
+    #[arg(long, value_parser = parse_waiver)]
+    pub waive: Vec<(String, String)>,
+    /// VM generation the image is meant for (1 BIOS/MBR, 2 UEFI/GPT).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub generation: Option<u8>,
+    /// The image is a data disk.
+    #[arg(long)]
+    pub data_disk: bool,
+    /// The Windows image is specialized on purpose (not generalized).
+    #[arg(long)]
+    pub specialized: bool,
+    /// Print the rule table instead of validating.
+    #[arg(long)]
+    pub list_rules: bool,
+}
+
+fn parse_waiver(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| format!("expected RULE_ID=reason, found {s:?}"))
+}
+
+/// `onramp build` arguments.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Recipe files (YAML).
+    #[arg(required = true)]
+    pub recipes: Vec<PathBuf>,
+    /// Output directory for every recipe (overrides the recipes' output.dir).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Recipes built at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Build even if an identical build is already in the output directory.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parse "123", "20M", "30G", "1.5T"-free binary sizes.
@@ -173,6 +259,8 @@ fn print_details(m: &serde_json::Map<String, Value>, indent: usize) {
 
 fn dispatch(cli: &Cli) -> Result<i32> {
     match &cli.command {
+        Command::Build(b) => build(cli, b),
+        Command::Validate(v) => validate(v),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;
             if *json {
@@ -305,4 +393,111 @@ pub fn usage_error(e: clap::Error) -> i32 {
         clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
         _ => 2,
     }
+}
+
+fn build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
+    use crate::recipe::build::{build_many, BuildOptions};
+    let opts = BuildOptions {
+        out: b.out.clone(),
+        dry_run: b.dry_run,
+        rebuild: b.rebuild,
+    };
+    let progress = (!cli.quiet && !b.json && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(format!("building {} recipe(s)", b.recipes.len()));
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    });
+    let results = build_many(&b.recipes, &opts, b.jobs);
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let mut worst: Option<crate::error::Error> = None;
+    let mut out = Vec::new();
+    for r in results {
+        match r {
+            Ok(o) => {
+                if !b.json && !cli.quiet {
+                    if o.status == "planned" {
+                        println!("{}: plan", o.recipe.display());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&o.manifest).unwrap_or_default()
+                        );
+                    } else {
+                        println!(
+                            "{}: {} {} (sha256 {})",
+                            o.recipe.display(),
+                            o.status,
+                            o.artifact.display(),
+                            o.manifest["output"]["sha256"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                out.push(serde_json::to_value(&o).unwrap_or(Value::Null));
+            }
+            Err(e) => {
+                eprintln!("onramp: {e}");
+                out.push(json!({"error": e.to_string()}));
+                let replace = worst
+                    .as_ref()
+                    .is_none_or(|w| e.kind().exit_code() > w.kind().exit_code());
+                if replace {
+                    worst = Some(e);
+                }
+            }
+        }
+    }
+    if b.json {
+        print_json(&Value::Array(out));
+    }
+    Ok(worst.map_or(0, |e| e.kind().exit_code()))
+}
+
+fn validate(v: &ValidateArgs) -> Result<i32> {
+    use crate::validate::{self, Request};
+    if v.list_rules {
+        match v.format {
+            ReportFormat::Json => {
+                let rules: Vec<Value> = validate::RULES
+                    .iter()
+                    .map(|r| json!({"id": r.id, "severity": r.severity, "title": r.title, "why": r.why, "fix": r.fix, "doc": r.doc, "profiles": r.profiles}))
+                    .collect();
+                print_json(&Value::Array(rules));
+            }
+            _ => print!("{}", validate::rules_markdown()),
+        }
+        return Ok(0);
+    }
+    let Some(image) = &v.image else {
+        return Err(crate::error::Error::invalid("validate needs an IMAGE"));
+    };
+    let req = Request {
+        profile: v.profile.clone(),
+        waivers: v.waive.clone(),
+        generation: v.generation,
+        data_disk: v.data_disk,
+        specialized: v.specialized,
+    };
+    let report = validate::validate(image, &v.input.open_options(), &req)?;
+    let text = match v.format {
+        ReportFormat::Text | ReportFormat::Markdown => {
+            report.to_text(std::io::stdout().is_terminal())
+        }
+        ReportFormat::Json => report.to_json(),
+        ReportFormat::Junit => report.to_junit(),
+        ReportFormat::Sarif => report.to_sarif(),
+    };
+    if let Some(path) = &v.report {
+        let body = match v.format {
+            ReportFormat::Text | ReportFormat::Markdown => report.to_text(false),
+            _ => text.clone(),
+        };
+        crate::recipe::build::write_atomic(path, body.as_bytes())?;
+    }
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(if report.passes(v.strict) { 0 } else { 1 })
 }

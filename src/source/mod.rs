@@ -14,6 +14,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod compressed;
 pub mod detect;
 pub mod qcow2;
 pub mod raw;
@@ -57,6 +58,7 @@ pub(crate) fn open_depth(
         Format::Raw => Ok(Box::new(raw::RawReader::open(path)?)),
         Format::Qcow2 => qcow2::Qcow2Reader::open(path, opts, depth),
         Format::Vhd => Ok(Box::new(vhd::VhdReader::open(path)?)),
+        Format::Gzip | Format::Xz | Format::Zstd => compressed::open(path, format, opts, depth),
         other => Err(Error::unsupported(format!(
             "reading {} images is not implemented in this build",
             other.name()

@@ -28,7 +28,11 @@ impl RawReader {
     /// Use an already open file (e.g. a member of a container at offset 0).
     pub fn from_file(file: File, path: &Path) -> Result<Self> {
         let size = file.metadata().ctx(|| "stat".into())?.len();
-        let seek_data = rustix::fs::seek(&file, SeekFrom::Data(0)).is_ok() || size == 0;
+        // ENXIO means "no data after this offset" (an all-hole file): supported.
+        let seek_data = matches!(
+            rustix::fs::seek(&file, SeekFrom::Data(0)),
+            Ok(_) | Err(rustix::io::Errno::NXIO)
+        );
         Ok(RawReader {
             file,
             path: path.to_path_buf(),

@@ -3,9 +3,11 @@
 //! deterministic (no wall-clock or random values).
 
 pub mod azure_vhd;
+pub mod gce_tar;
 pub mod output;
 pub mod raw;
 pub mod stream;
+pub mod vmdk_stream;
 
 use crate::block::BlockSource;
 use crate::error::{Error, Result};
@@ -20,14 +22,30 @@ pub enum TargetFormat {
     AzureVhd,
     /// Sparse raw.
     Raw,
+    /// streamOptimized VMDK (AWS VM Import, VMware).
+    VmdkStream,
+    /// Google Compute Engine's gzip'd tar holding a sparse disk.raw.
+    GceTar,
 }
 
 impl TargetFormat {
+    /// The usual file extension of outputs in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            TargetFormat::AzureVhd => "vhd",
+            TargetFormat::Raw => "raw",
+            TargetFormat::VmdkStream => "vmdk",
+            TargetFormat::GceTar => "tar.gz",
+        }
+    }
+
     /// The `--to` spelling.
     pub fn name(self) -> &'static str {
         match self {
             TargetFormat::AzureVhd => "azure-vhd",
             TargetFormat::Raw => "raw",
+            TargetFormat::VmdkStream => "vmdk-stream",
+            TargetFormat::GceTar => "gce-tar",
         }
     }
 }
@@ -91,6 +109,8 @@ pub fn write(
     let r = match format {
         TargetFormat::AzureVhd => azure_vhd::write(src, out, opts),
         TargetFormat::Raw => raw::write(src, out, opts),
+        TargetFormat::VmdkStream => vmdk_stream::write(src, out, path, opts),
+        TargetFormat::GceTar => gce_tar::write(src, out, opts),
     };
     r.map_err(|e| e.at(path))
 }

@@ -367,7 +367,7 @@ impl<'a> Hive<'a> {
             ));
         }
         let size = f(40);
-        if size % 4096 != 0 || size == 0 {
+        if !size.is_multiple_of(4096) || size == 0 {
             return Err(Error::corrupt(
                 s,
                 "hive bins data size",
@@ -433,7 +433,7 @@ impl<'a> Hive<'a> {
             }
             let bsize = to_usize(u32_at(hdr, 8).unwrap_or_default());
             let bend = pos.saturating_add(bsize);
-            if bsize == 0 || bsize % 4096 != 0 || bend > end {
+            if bsize == 0 || !bsize.is_multiple_of(4096) || bend > end {
                 return Err(Error::corrupt(
                     hs,
                     "size",
@@ -514,7 +514,7 @@ impl<'a> Hive<'a> {
                     offset,
                 )
             })?;
-        if offset % 8 != 0 || abs < bstart.saturating_add(HBIN_HEADER_SIZE) {
+        if !offset.is_multiple_of(8) || abs < bstart.saturating_add(HBIN_HEADER_SIZE) {
             return Err(Error::corrupt(
                 &s,
                 "offset",

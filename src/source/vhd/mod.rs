@@ -136,7 +136,7 @@ pub fn footer_details(f: &Footer, file_size: u64) -> Map<String, Value> {
         }),
     );
     let fixed = f.disk_type == DiskType::Fixed;
-    let mib_aligned = f.current_size % MIB == 0;
+    let mib_aligned = f.current_size.is_multiple_of(MIB);
     let file_ok = !fixed || Some(file_size) == f.current_size.checked_add(512);
     let min_ok = f.current_size >= 20 * MIB;
     let max_ok = f.current_size <= (4u64 << 40);

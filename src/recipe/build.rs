@@ -1,0 +1,260 @@
+//! `onramp build`: verify the source, plan, convert in one pass with the
+//! output digest, write the manifest, skip work already done.
+//!
+//! A build is keyed by the onramp version, the recipe's digest and the
+//! source's digest: when the output directory already holds a manifest with
+//! the same key and its artifact is present with the recorded size, the build
+//! is skipped (unless `--rebuild`), since the same inputs give a byte-identical
+//! artifact.
+
+use super::{load, Loaded};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::source::{self, OpenOptions};
+use crate::target::output::{hex, DigestAlgo};
+use crate::target::{self, WriteOptions};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of `onramp build`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Override every recipe's output directory.
+    pub out: Option<PathBuf>,
+    /// Print the plan, write nothing.
+    pub dry_run: bool,
+    /// Build even when an identical build is already in the output directory.
+    pub rebuild: bool,
+}
+
+/// What happened to one recipe.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildOutcome {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// "built", "skipped" (up to date) or "planned" (dry run).
+    pub status: &'static str,
+    /// The artifact path.
+    pub artifact: PathBuf,
+    /// The manifest path.
+    pub manifest_path: PathBuf,
+    /// The manifest (or, for a dry run, the plan).
+    pub manifest: Value,
+}
+
+/// SHA-256 of a whole file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or(&[]));
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn build_key(l: &Loaded, source_sha: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update([0]);
+    h.update(l.digest.as_bytes());
+    h.update([0]);
+    h.update(source_sha.as_bytes());
+    hex(&h.finalize())
+}
+
+fn up_to_date(manifest_path: &Path, artifact: &Path, key: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(manifest_path).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let size = std::fs::metadata(artifact).ok()?.len();
+    (v["build_key"].as_str() == Some(key) && v["output"]["file_size"].as_u64() == Some(size))
+        .then_some(v)
+}
+
+/// Build one recipe.
+// Option structs grow fields as stages land; `..default()` keeps this call stable.
+#[allow(clippy::needless_update)]
+pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    let l = load(file, opts.out.as_deref())?;
+    let r = &l.recipe;
+    let field = |name: &str, msg: String| Error::invalid(format!("field {name}: {msg}")).at(file);
+
+    if !l.source_path.is_file() {
+        return Err(field(
+            "source.path",
+            format!(
+                "{} does not exist or is not a file",
+                l.source_path.display()
+            ),
+        ));
+    }
+    let t0 = Instant::now();
+    let source_sha = sha256_file(&l.source_path)?;
+    if let Some(want) = &r.source.sha256 {
+        if !want.eq_ignore_ascii_case(&source_sha) {
+            return Err(field(
+                "source.sha256",
+                format!(
+                    "{} has sha256 {source_sha}, the recipe expects {}",
+                    l.source_path.display(),
+                    want.to_ascii_lowercase()
+                ),
+            ));
+        }
+    }
+    let verify_s = t0.elapsed().as_secs_f64();
+
+    let open = OpenOptions {
+        format: l.source_format,
+        allow_backing: r.source.allow_backing,
+        temp_dir: Some(l.out_dir.clone()).filter(|d| d.is_dir()),
+        ..OpenOptions::default()
+    };
+    let src = source::open(&l.source_path, &open)?;
+    if let Some(s) = l.size {
+        if s < src.size() {
+            return Err(field(
+                "target.size",
+                format!(
+                    "{s} bytes is smaller than the source disk ({} bytes); onramp never shrinks a disk",
+                    src.size()
+                ),
+            ));
+        }
+    }
+    if r.agent.is_some() || !r.customize.is_empty() {
+        return Err(Error::unsupported(
+            "this build cannot edit guests yet: `agent` and `customize` need the offline injection layer",
+        )
+        .at(file));
+    }
+    if !r.publish.is_empty() {
+        return Err(Error::unsupported("this build cannot publish yet: remove `publish`").at(file));
+    }
+
+    let artifact = l.out_dir.join(&l.file_name);
+    let manifest_path = l.out_dir.join(format!("{}.manifest.json", l.file_name));
+    let key = build_key(&l, &source_sha);
+    let source_json = json!({
+        "path": l.source_path.display().to_string(),
+        "sha256": source_sha,
+        "format": src.format_name(),
+        "virtual_size": src.size(),
+        "file_size": std::fs::metadata(&l.source_path).map(|m| m.len()).unwrap_or(0),
+    });
+    let plan = json!({
+        "name": r.name,
+        "recipe": {"path": file.display().to_string(), "sha256": l.digest},
+        "source": source_json,
+        "target": {"format": l.target.name(), "size": l.size, "cloud": r.target.cloud, "generation": r.target.generation},
+        "edits": [],
+        "artifact": artifact.display().to_string(),
+    });
+    if opts.dry_run {
+        return Ok(BuildOutcome {
+            recipe: file.to_path_buf(),
+            status: "planned",
+            artifact,
+            manifest_path,
+            manifest: plan,
+        });
+    }
+    if !opts.rebuild {
+        if let Some(v) = up_to_date(&manifest_path, &artifact, &key) {
+            return Ok(BuildOutcome {
+                recipe: file.to_path_buf(),
+                status: "skipped",
+                artifact,
+                manifest_path,
+                manifest: v,
+            });
+        }
+    }
+
+    std::fs::create_dir_all(&l.out_dir).ctx(|| format!("create {}", l.out_dir.display()))?;
+    let t1 = Instant::now();
+    let wopts = WriteOptions {
+        size: l.size,
+        force: true,
+        digests: vec![DigestAlgo::Sha256],
+        timestamp: target::default_timestamp()?,
+        ..WriteOptions::default()
+    };
+    let report = target::write(src.as_ref(), l.target, &artifact, &wopts)?;
+    let convert_s = t1.elapsed().as_secs_f64();
+    let out_sha = report
+        .output
+        .digests
+        .iter()
+        .find(|(a, _)| *a == DigestAlgo::Sha256)
+        .map(|(_, h)| h.clone())
+        .unwrap_or_default();
+
+    let manifest = json!({
+        "onramp_version": env!("CARGO_PKG_VERSION"),
+        "name": r.name,
+        "build_key": key,
+        "recipe": {"path": file.display().to_string(), "sha256": l.digest},
+        "source": source_json,
+        "output": {
+            "path": artifact.display().to_string(),
+            "format": l.target.name(),
+            "sha256": out_sha,
+            "virtual_size": report.virtual_size,
+            "file_size": report.output.file_size,
+            "allocated_bytes": report.output.bytes_written,
+        },
+        "edits": [],
+        "validation": {"status": "not-run", "reason": "no validation profiles in this build"},
+        "notes": report.notes,
+        "timings": {"verify_source_s": verify_s, "convert_s": convert_s, "total_s": started.elapsed().as_secs_f64()},
+    });
+    write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    Ok(BuildOutcome {
+        recipe: file.to_path_buf(),
+        status: "built",
+        artifact,
+        manifest_path,
+        manifest,
+    })
+}
+
+/// Write a small file atomically (temporary file, flush, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut out = crate::target::output::OutputFile::create(path, true, &[])?;
+    out.write(bytes)?;
+    out.finish().map(|_| ())
+}
+
+/// Build several recipes, `jobs` at a time. Returns one result per recipe, in order.
+pub fn build_many(
+    files: &[PathBuf],
+    opts: &BuildOptions,
+    jobs: usize,
+) -> Vec<Result<BuildOutcome>> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build();
+    match pool {
+        Ok(p) => p.install(|| files.par_iter().map(|f| build_one(f, opts)).collect()),
+        Err(e) => files
+            .iter()
+            .map(|_| Err(Error::new(ErrorKind::Io, format!("thread pool: {e}"))))
+            .collect(),
+    }
+}

@@ -1,0 +1,152 @@
+//! `onramp build`: recipes, manifests, reproducibility, strict errors.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn recipe(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn basic(dir: &Path, name: &str, extra_target: &str) -> std::path::PathBuf {
+    recipe(
+        dir,
+        name,
+        &format!(
+            "name: {name}\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\n{extra_target}output:\n  dir: out\n"
+        ),
+    )
+}
+
+#[test]
+fn builds_and_writes_a_manifest() {
+    let d = tempdir();
+    let src = d.path().join("src.raw");
+    make_raw_with_holes(&src, 21 << 20);
+    let guard = InputGuard::new(&src);
+    let r = basic(d.path(), "one", "");
+    let j = onramp_ok(&["build", s(&r), "--json"]);
+    guard.check();
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(v[0]["status"], "built");
+    let art = d.path().join("out/one.vhd");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("out/one.vhd.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["output"]["sha256"].as_str().unwrap(), sha256_file(&art));
+    assert_eq!(m["source"]["sha256"].as_str().unwrap(), sha256_file(&src));
+    assert_eq!(m["source"]["format"], "raw");
+    assert_eq!(m["output"]["virtual_size"].as_u64(), Some(21 << 20));
+    assert_eq!(m["recipe"]["sha256"].as_str().unwrap(), sha256_file(&r));
+    assert_eq!(m["onramp_version"], env!("CARGO_PKG_VERSION"));
+    assert!(m["timings"]["total_s"].as_f64().is_some());
+    // Second build is skipped; --rebuild gives the same digest.
+    let j = onramp_ok(&["build", s(&r), "--json"]);
+    assert!(j.contains("\"skipped\""));
+    let first = sha256_file(&art);
+    onramp_ok(&["build", s(&r), "--rebuild"]);
+    assert_eq!(first, sha256_file(&art));
+}
+
+#[test]
+fn concurrent_builds_equal_serial() {
+    let d = tempdir();
+    make_raw_with_holes(&d.path().join("src.raw"), 21 << 20);
+    let a = basic(d.path(), "a", "");
+    let b = basic(d.path(), "b", "  size: 30M\n");
+    onramp_ok(&["build", s(&a), s(&b), "--jobs", "2"]);
+    let par = (
+        sha256_file(&d.path().join("out/a.vhd")),
+        sha256_file(&d.path().join("out/b.vhd")),
+    );
+    onramp_ok(&["build", s(&a), "--jobs", "1", "--rebuild"]);
+    onramp_ok(&["build", s(&b), "--jobs", "1", "--rebuild"]);
+    let ser = (
+        sha256_file(&d.path().join("out/a.vhd")),
+        sha256_file(&d.path().join("out/b.vhd")),
+    );
+    assert_eq!(par, ser);
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let d = tempdir();
+    make_raw_with_holes(&d.path().join("src.raw"), 21 << 20);
+    let r = basic(d.path(), "dry", "");
+    let out = onramp_ok(&["build", s(&r), "--dry-run"]);
+    assert!(out.contains("plan"));
+    assert!(!d.path().join("out").exists());
+}
+
+fn expect_exit2(r: &Path, needles: &[&str]) {
+    let o = onramp(&["build", s(r)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(s(r)), "no file name in: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+}
+
+#[test]
+fn broken_recipes_name_file_line_and_field() {
+    let d = tempdir();
+    make_raw_with_holes(&d.path().join("src.raw"), 21 << 20);
+    let r = recipe(
+        d.path(),
+        "unknown",
+        "name: x\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\n  colour: blue\n",
+    );
+    expect_exit2(&r, &["line 6", "colour"]);
+    let r = recipe(
+        d.path(),
+        "digest",
+        &format!(
+            "name: x\nsource:\n  path: src.raw\n  sha256: {}\ntarget:\n  format: azure-vhd\n",
+            "0".repeat(64)
+        ),
+    );
+    expect_exit2(&r, &["source.sha256"]);
+    let r = recipe(
+        d.path(),
+        "missing",
+        "name: x\nsource:\n  path: nope.raw\ntarget:\n  format: azure-vhd\n",
+    );
+    expect_exit2(&r, &["source.path", "nope.raw"]);
+    let r = recipe(
+        d.path(),
+        "small",
+        "name: x\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\n  size: 1M\n",
+    );
+    expect_exit2(&r, &["target.size"]);
+    let r = recipe(
+        d.path(),
+        "fmt",
+        "name: x\nsource:\n  path: src.raw\ntarget:\n  format: floppy\n",
+    );
+    expect_exit2(&r, &["target.format", "floppy"]);
+    let r = recipe(
+        d.path(),
+        "type",
+        "name: x\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\n  size: [1]\n",
+    );
+    expect_exit2(&r, &["line 6"]);
+    let r = recipe(d.path(), "var", "name: x\nsource:\n  path: ${ONRAMP_TEST_UNSET_VAR}/src.raw\ntarget:\n  format: azure-vhd\n");
+    expect_exit2(&r, &["source.path", "ONRAMP_TEST_UNSET_VAR"]);
+}
+
+#[test]
+fn shipped_recipes_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            onramp::recipe::parse(&p, &text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+    }
+}
