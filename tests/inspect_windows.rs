@@ -817,7 +817,9 @@ fn windows_inspection_equals_the_fixture() {
     }
     let Some(vol) = make_volume() else { return };
     let fs = open_ntfs(&vol.img);
+    let t = std::time::Instant::now();
     let info = windows::inspect(&fs).unwrap();
+    eprintln!("windows::inspect took {:?}", t.elapsed());
     assert_eq!(info, expected_info());
     let json = serde_json::to_value(&info).unwrap();
     assert_eq!(json["sql_server"][0]["name"], "MSSQLSERVER");
