@@ -5,12 +5,15 @@
 //! streaming pass; [`pipeline`] ties the stages together for the CLI in [`cli`].
 
 pub mod block;
+pub mod bytes;
 pub mod cli;
 pub mod error;
 pub mod fs;
+pub mod guest;
 pub mod inject;
 pub mod limits;
 pub mod overlay;
+pub mod partition;
 pub mod pipeline;
 pub mod recipe;
 pub mod source;
@@ -18,6 +21,3 @@ pub mod target;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
-pub mod bytes;
-pub mod guest;
-pub mod partition;

@@ -84,6 +84,16 @@ pub const MAX_CPIO_NAME: u64 = 4096;
 /// Largest text file read during guest inspection (os-release, fstab,
 /// grub.cfg, dpkg status...): 64 MiB.
 pub const MAX_GUEST_TEXT_BYTES: u64 = 64 << 20;
+/// Largest registry hive file read into memory: 512 MiB. The format's offsets
+/// are 32-bit and Windows caps a hive near 2 GiB, but real SYSTEM and SOFTWARE
+/// hives are well under 200 MiB; this keeps memory bounded.
+pub const MAX_HIVE_BYTES: u64 = 512 << 20;
+
+/// Most entries read from one NTFS `$I30` directory index: 4 Mi. Windows has
+/// no small fixed cap, but real directories (WinSxS) hold ~100 000 entries;
+/// this bounds a corrupt or cyclic index B-tree.
+pub const MAX_NTFS_INDEX_ENTRIES: usize = 4 << 20;
+
 /// Environment variable that overrides [`MAX_DECOMPRESSED_BYTES`] (bytes; for
 /// tests and for hosts with less scratch space).
 pub const MAX_DECOMPRESSED_ENV: &str = "ONRAMP_MAX_DECOMPRESSED_BYTES";

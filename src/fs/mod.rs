@@ -172,6 +172,8 @@ pub fn read_guest_file(fs: &dyn FileSystem, path: &str, limit: u64) -> Result<Op
 
 pub mod ext4;
 pub mod fat;
+pub mod ntfs;
+pub mod regf;
 pub mod xfs;
 
 use crate::block::BlockSource;
@@ -186,6 +188,7 @@ pub const PROBES: &[(&str, ProbeFn)] = &[
     ("ext", |s| Ok(boxed(ext4::Ext4::probe(s)?))),
     ("vfat", |s| Ok(boxed(fat::Fat::probe(s)?))),
     ("xfs", xfs::probe),
+    ("ntfs", ntfs::probe),
 ];
 
 /// Box a concrete filesystem for [`PROBES`].

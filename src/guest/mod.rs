@@ -22,6 +22,7 @@
 
 pub mod initramfs;
 pub mod linux;
+pub mod windows;
 
 use crate::block::BlockSource;
 use crate::error::{Error, Result};
@@ -46,8 +47,8 @@ pub struct Inspection {
     pub os: Option<String>,
     /// Linux facts, when the root is a Linux system.
     pub linux: Option<linux::LinuxInfo>,
-    /// Windows facts (filled by the Windows inspector), else null.
-    pub windows: Option<serde_json::Value>,
+    /// Windows facts, when a volume holds a Windows system root.
+    pub windows: Option<windows::WindowsInfo>,
     /// Problems that did not stop the inspection.
     pub warnings: Vec<String>,
 }
@@ -250,11 +251,49 @@ pub fn inspect(src: Arc<dyn BlockSource>) -> Result<Inspection> {
         out.os = Some("linux".into());
         let info = linux::inspect(&probed, ri, &mut out.volumes, &mut warnings);
         out.linux = Some(info);
+    } else {
+        inspect_windows(&probed, &mut out, &mut warnings);
     }
     let mut seen = std::collections::HashSet::new();
     warnings.retain(|w| seen.insert(w.clone()));
     out.warnings = warnings;
     Ok(out)
+}
+
+/// Find a volume holding a Windows system root and inspect it; the BCD store
+/// may live on another volume (the ESP or "System Reserved").
+fn inspect_windows(probed: &[Probed], out: &mut Inspection, warnings: &mut Vec<String>) {
+    for (i, p) in probed.iter().enumerate() {
+        let Some(f) = p.fs.as_ref() else { continue };
+        match windows::find_system_root(f.as_ref()) {
+            Ok(Some(_)) => {}
+            Ok(None) => continue,
+            Err(e) => {
+                warnings.push(format!("{} ({}): {e}", describe(&p.volume), f.kind()));
+                continue;
+            }
+        }
+        match windows::inspect(f.as_ref()) {
+            Ok(mut info) => {
+                if !info.bcd_present {
+                    info.bcd_present = probed.iter().enumerate().any(|(j, q)| {
+                        j != i
+                            && q.fs
+                                .as_ref()
+                                .is_some_and(|g| windows::bcd_present(g.as_ref()).unwrap_or(false))
+                    });
+                }
+                warnings.extend(info.warnings.iter().cloned());
+                out.os = Some("windows".into());
+                if let Some(v) = out.volumes.get_mut(i) {
+                    v.mount_point = Some("C:".into());
+                }
+                out.windows = Some(info);
+                return;
+            }
+            Err(e) => warnings.push(format!("{} (windows): {e}", describe(&p.volume))),
+        }
+    }
 }
 
 fn probe_volumes(
@@ -465,7 +504,11 @@ pub fn render_text(r: &Inspection) -> String {
                 )
             }
         );
-    } else if r.windows.is_none() {
+    } else if let Some(w) = &r.windows {
+        for line in w.human_lines() {
+            let _ = writeln!(s, "{line}");
+        }
+    } else {
         let _ = writeln!(s, "os: none recognised");
     }
     for w in &r.warnings {
