@@ -135,6 +135,8 @@ fn broken_recipes_name_file_line_and_field() {
         "name: x\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\n  size: [1]\n",
     );
     expect_exit2(&r, &["line 6"]);
+    let r = recipe(d.path(), "waiver", "name: x\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\nvalidate:\n  waivers:\n    - rule: azure.nope\n      reason: because\n");
+    expect_exit2(&r, &["validate.waivers", "azure.nope"]);
     let r = recipe(d.path(), "var", "name: x\nsource:\n  path: ${ONRAMP_TEST_UNSET_VAR}/src.raw\ntarget:\n  format: azure-vhd\n");
     expect_exit2(&r, &["source.path", "ONRAMP_TEST_UNSET_VAR"]);
 }
@@ -149,4 +151,45 @@ fn shipped_recipes_parse() {
             onramp::recipe::parse(&p, &text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
     }
+}
+
+#[test]
+fn validation_failure_fails_the_build_and_is_recorded() {
+    let d = tempdir();
+    make_raw_with_holes(&d.path().join("src.raw"), 10 << 20);
+    // 10 MiB is below Azure's 20 MiB minimum.
+    let r = recipe(
+        d.path(),
+        "tiny",
+        "name: tiny\nsource:\n  path: src.raw\ntarget:\n  cloud: azure\n  format: azure-vhd\noutput:\n  dir: out\n",
+    );
+    let o = onramp(&["build", s(&r)]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("out/tiny.vhd.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["validation"]["status"], "failed");
+    assert!(m["validation"]["failed"]
+        .to_string()
+        .contains("azure.disk.min-size"));
+    // A failed build is not "up to date": it runs (and fails) again.
+    assert_eq!(onramp(&["build", s(&r)]).status.code(), Some(1));
+    // A reviewed waiver lets it through and is recorded.
+    let r = recipe(
+        d.path(),
+        "tiny2",
+        "name: tiny2\nsource:\n  path: src.raw\ntarget:\n  cloud: azure\n  format: azure-vhd\nvalidate:\n  waivers:\n    - rule: azure.disk.min-size\n      reason: test disk\noutput:\n  dir: out\n",
+    );
+    onramp_ok(&["build", s(&r)]);
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("out/tiny2.vhd.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["validation"]["waived"][0]["rule"], "azure.disk.min-size");
 }

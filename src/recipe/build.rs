@@ -75,8 +75,10 @@ fn up_to_date(manifest_path: &Path, artifact: &Path, key: &str) -> Option<Value>
     let text = std::fs::read_to_string(manifest_path).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     let size = std::fs::metadata(artifact).ok()?.len();
-    (v["build_key"].as_str() == Some(key) && v["output"]["file_size"].as_u64() == Some(size))
-        .then_some(v)
+    (v["build_key"].as_str() == Some(key)
+        && v["output"]["file_size"].as_u64() == Some(size)
+        && v["validation"]["status"].as_str() != Some("failed"))
+    .then_some(v)
 }
 
 /// Build one recipe.
@@ -191,6 +193,11 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
     };
     let report = target::write(src.as_ref(), l.target, &artifact, &wopts)?;
     let convert_s = t1.elapsed().as_secs_f64();
+
+    // Validate the artifact itself (its footer, partitions and guest).
+    let t2 = Instant::now();
+    let validation = run_validation(&l, &artifact)?;
+    let validate_s = t2.elapsed().as_secs_f64();
     let out_sha = report
         .output
         .digests
@@ -214,9 +221,9 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
             "allocated_bytes": report.output.bytes_written,
         },
         "edits": [],
-        "validation": {"status": "not-run", "reason": "no validation profiles in this build"},
+        "validation": validation.summary,
         "notes": report.notes,
-        "timings": {"verify_source_s": verify_s, "convert_s": convert_s, "total_s": started.elapsed().as_secs_f64()},
+        "timings": {"verify_source_s": verify_s, "convert_s": convert_s, "validate_s": validate_s, "total_s": started.elapsed().as_secs_f64()},
     });
     write_atomic(
         &manifest_path,
@@ -224,12 +231,85 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
             .unwrap_or_default()
             .as_bytes(),
     )?;
+    if !validation.passed {
+        return Err(Error::new(
+            ErrorKind::Validation,
+            format!(
+                "{} failed validation ({}); see {}",
+                artifact.display(),
+                validation.failed.join(", "),
+                manifest_path.display()
+            ),
+        )
+        .at(file));
+    }
     Ok(BuildOutcome {
         recipe: file.to_path_buf(),
         status: "built",
         artifact,
         manifest_path,
         manifest,
+    })
+}
+
+struct Validation {
+    summary: Value,
+    passed: bool,
+    failed: Vec<String>,
+}
+
+/// The profile a recipe validates with: `validate.profile`, else the target cloud.
+fn profile_for(l: &Loaded) -> Option<String> {
+    let v = l.recipe.validate.as_ref();
+    v.and_then(|v| v.profile.clone())
+        .or_else(|| l.recipe.target.cloud.clone())
+}
+
+fn run_validation(l: &Loaded, artifact: &Path) -> Result<Validation> {
+    let Some(profile) = profile_for(l) else {
+        return Ok(Validation {
+            summary: json!({"status": "not-run", "reason": "the recipe names no validate.profile and no target.cloud"}),
+            passed: true,
+            failed: Vec::new(),
+        });
+    };
+    let spec = l.recipe.validate.clone().unwrap_or_default();
+    let req = crate::validate::Request {
+        profile,
+        waivers: spec
+            .waivers
+            .iter()
+            .map(|w| (w.rule.clone(), w.reason.clone()))
+            .collect(),
+        generation: l.recipe.target.generation,
+        data_disk: false,
+        specialized: spec.specialized,
+    };
+    let open = OpenOptions {
+        format: Some(l.target_source_format()),
+        ..OpenOptions::default()
+    };
+    let report = crate::validate::validate(artifact, &open, &req)?;
+    let passed = report.passes(spec.strict);
+    let failed: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.status == crate::validate::Status::Fail)
+        .map(|f| f.rule.clone())
+        .collect();
+    Ok(Validation {
+        summary: json!({
+            "status": if passed { "passed" } else { "failed" },
+            "profile": report.profile,
+            "strict": spec.strict,
+            "judged_on": report.judged_on,
+            "summary": report.summary,
+            "failed": failed,
+            "waived": report.findings.iter().filter(|f| f.status == crate::validate::Status::Waived)
+                .map(|f| json!({"rule": f.rule, "reason": f.waiver})).collect::<Vec<_>>(),
+        }),
+        passed,
+        failed,
     })
 }
 

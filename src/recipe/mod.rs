@@ -188,6 +188,20 @@ pub struct Loaded {
     pub file_name: String,
 }
 
+impl Loaded {
+    /// The input format onramp reads the artifact back as (for validation).
+    pub fn target_source_format(&self) -> Format {
+        match self.target {
+            TargetFormat::AzureVhd | TargetFormat::VhdDynamic => Format::Vhd,
+            TargetFormat::Raw => Format::Raw,
+            TargetFormat::Vhdx => Format::Vhdx,
+            TargetFormat::Qcow2 => Format::Qcow2,
+            TargetFormat::VmdkStream => Format::Vmdk,
+            TargetFormat::GceTar => Format::Gzip,
+        }
+    }
+}
+
 fn field_err(file: &Path, field: &str, msg: impl std::fmt::Display) -> Error {
     Error::invalid(format!("field {field}: {msg}")).at(file)
 }
@@ -308,6 +322,36 @@ pub fn load(file: &Path, out_override: Option<&Path>) -> Result<Loaded> {
                 "target.generation",
                 format!("expected 1 or 2, found {g}"),
             ));
+        }
+    }
+    if let Some(v) = &recipe.validate {
+        if let Some(p) = &v.profile {
+            if !crate::validate::PROFILES.contains(&p.as_str()) {
+                return Err(field_err(
+                    file,
+                    "validate.profile",
+                    format!(
+                        "unknown profile {p:?} (one of: {})",
+                        crate::validate::PROFILES.join(", ")
+                    ),
+                ));
+            }
+        }
+        for w in &v.waivers {
+            if crate::validate::rule(&w.rule).is_none() {
+                return Err(field_err(
+                    file,
+                    "validate.waivers",
+                    format!("unknown rule {:?} (see docs/rules.md)", w.rule),
+                ));
+            }
+            if w.reason.trim().is_empty() {
+                return Err(field_err(
+                    file,
+                    "validate.waivers",
+                    format!("waiver of {} needs a reason", w.rule),
+                ));
+            }
         }
     }
     let out_dir = match (out_override, &recipe.output.dir) {
