@@ -12,6 +12,7 @@ pub mod inject;
 pub mod limits;
 pub mod overlay;
 pub mod pipeline;
+pub mod publish;
 pub mod recipe;
 pub mod source;
 pub mod target;
