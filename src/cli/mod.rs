@@ -522,6 +522,9 @@ pub struct PublishArgs {
     /// Overwrite an existing blob.
     #[arg(long)]
     pub force: bool,
+    /// Attempts per request before giving up (retries 408/500/503, timeouts, resets).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: u32,
     /// Upload even if validation fails (not recommended).
     #[arg(long)]
     pub no_validate: bool,
@@ -550,6 +553,10 @@ fn publish(cli: &Cli, p: &PublishArgs) -> Result<i32> {
         validate: !p.no_validate,
         name: p.name.clone(),
         progress: !cli.quiet && std::io::stderr().is_terminal(),
+        retry: crate::publish::azure::client::RetryPolicy {
+            attempts: p.retries,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let r = publish::publish(&p.image, &target, &opts)?;

@@ -125,7 +125,9 @@ pub fn publish(image: &Path, root: &Path, opts: &PublishOptions) -> Result<Galle
     let disk = dir.join(&disk_name);
     let mut bytes_copied = 0;
     let mut stored = false;
-    let present = std::fs::metadata(&disk).map(|m| m.len() == size).unwrap_or(false)
+    let present = std::fs::metadata(&disk)
+        .map(|m| m.len() == size)
+        .unwrap_or(false)
         && dir.join("manifest.json").is_file();
     if !present {
         let tmp = root.join(format!(".tmp-{sha}-{}", std::process::id()));

@@ -146,7 +146,11 @@ pub fn redact_url(url: &str) -> String {
                 None => (rest, ""),
             };
             let host = auth.rsplit('@').next().unwrap_or(auth);
-            let q = if no_query.len() < url.len() { "?<redacted>" } else { "" };
+            let q = if no_query.len() < url.len() {
+                "?<redacted>"
+            } else {
+                ""
+            };
             format!("{scheme}://{host}{path}{q}")
         }
         None => no_query.to_string(),
@@ -305,11 +309,8 @@ pub fn publish(image: &Path, target: &Target, opts: &PublishOptions) -> Result<P
                     profile: "azure".into(),
                     ..Default::default()
                 };
-                let report = crate::validate::validate(
-                    image,
-                    &crate::source::OpenOptions::default(),
-                    &req,
-                )?;
+                let report =
+                    crate::validate::validate(image, &crate::source::OpenOptions::default(), &req)?;
                 if !report.passes(false) {
                     return Err(Error::new(
                         crate::error::ErrorKind::Validation,
@@ -398,8 +399,8 @@ mod tests {
             Target::parse("dir:/x/y").unwrap(),
             Target::Dir("/x/y".into())
         );
-        let t = Target::parse("azure:https://a.blob.core.windows.net/c/d.vhd?sv=1&sig=SECRET")
-            .unwrap();
+        let t =
+            Target::parse("azure:https://a.blob.core.windows.net/c/d.vhd?sv=1&sig=SECRET").unwrap();
         assert!(!t.display().contains("SECRET"));
         assert!(Target::parse("s3:bucket").is_err());
         assert!(Target::parse("dir:").is_err());

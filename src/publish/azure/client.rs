@@ -472,7 +472,10 @@ pub fn string_to_sign(
 
 /// RFC 1123 date, as `x-ms-date` wants it.
 pub fn http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
@@ -514,7 +517,10 @@ pub fn parse_page_ranges(xml: &str) -> Result<Vec<(u64, u64)>> {
     while let Some(i) = rest.find("<PageRange>") {
         rest = &rest[i + "<PageRange>".len()..];
         let end = rest.find("</PageRange>").ok_or_else(|| {
-            Error::new(ErrorKind::Publish, "Get Page Ranges: unterminated <PageRange>")
+            Error::new(
+                ErrorKind::Publish,
+                "Get Page Ranges: unterminated <PageRange>",
+            )
         })?;
         let item = &rest[..end];
         let field = |name: &str| -> Result<u64> {
@@ -583,6 +589,9 @@ mod tests {
             ("content-md5".to_string(), "m".to_string()),
         ];
         let s = string_to_sign("PUT", 512, &h, "a", "/a/c/b", &[("comp", "page")]);
-        assert_eq!(s, "PUT\n\n\n512\nm\n\n\n\n\n\n\n\nx-ms-date:d\nx-ms-version:v\n/a/a/c/b\ncomp:page");
+        assert_eq!(
+            s,
+            "PUT\n\n\n512\nm\n\n\n\n\n\n\n\nx-ms-date:d\nx-ms-version:v\n/a/a/c/b\ncomp:page"
+        );
     }
 }

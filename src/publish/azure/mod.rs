@@ -204,7 +204,9 @@ pub fn page_ranges(client: &Client) -> Result<Vec<(u64, u64)>> {
             return Ok(normalise(out));
         }
     }
-    Err(publish_err("Get Page Ranges: too many continuation markers"))
+    Err(publish_err(
+        "Get Page Ranges: too many continuation markers",
+    ))
 }
 
 /// Outcome of the worker pool.
@@ -261,7 +263,9 @@ pub fn upload(
     let mut committed: Vec<(u64, u64)> = Vec::new();
     let mut owned = false; // delete on fatal failure
     match (&remote, &old) {
-        (Some(r), Some(j)) if j.created && r.page_blob && r.length == local.size && r.sequence == 0 => {
+        (Some(r), Some(j))
+            if j.created && r.page_blob && r.length == local.size && r.sequence == 0 =>
+        {
             out.resumed = true;
             out.created = true;
             owned = true;
@@ -319,7 +323,18 @@ pub fn upload(
     };
     journal::save(&jpath, &jr)?;
 
-    let result = transfer(&client, &file, local, opts, trust_zero, &remote_ranges, &committed, &mut jr, &jpath, &mut out);
+    let result = transfer(
+        &client,
+        &file,
+        local,
+        opts,
+        trust_zero,
+        &remote_ranges,
+        &committed,
+        &mut jr,
+        &jpath,
+        &mut out,
+    );
     match result {
         Ok(()) => {
             let _ = std::fs::remove_file(&jpath);
@@ -329,7 +344,9 @@ pub fn upload(
         Err(Failure::Fatal(e)) if owned => {
             let _ = client.send(&Req::new("DELETE", &[]));
             let _ = std::fs::remove_file(&jpath);
-            Err(publish_err(format!("{e}; the blob this upload created was deleted")))
+            Err(publish_err(format!(
+                "{e}; the blob this upload created was deleted"
+            )))
         }
         Err(Failure::Resumable(e)) => Err(publish_err(format!(
             "{e}; run the same command again to resume (journal {})",
@@ -399,7 +416,9 @@ fn transfer(
 
     // MD5 of the whole file, in parallel with the upload.
     let md5_handle = {
-        let f = file.try_clone().map_err(|e| Failure::Fatal(Error::io("dup image", e)))?;
+        let f = file
+            .try_clone()
+            .map_err(|e| Failure::Fatal(Error::io("dup image", e)))?;
         let size = local.size;
         let nonzero = local.nonzero.clone();
         std::thread::spawn(move || md5_sparse(&f, size, &nonzero))
@@ -508,7 +527,10 @@ fn transfer(
         )
         .map_err(Failure::Resumable)?;
     if r.status != 200 {
-        return Err(classify(unexpected(client, "Set Blob Properties", &r), r.status));
+        return Err(classify(
+            unexpected(client, "Set Blob Properties", &r),
+            r.status,
+        ));
     }
     let r = client
         .send(
@@ -518,7 +540,10 @@ fn transfer(
         )
         .map_err(Failure::Resumable)?;
     if r.status != 200 {
-        return Err(classify(unexpected(client, "Set Blob Metadata", &r), r.status));
+        return Err(classify(
+            unexpected(client, "Set Blob Metadata", &r),
+            r.status,
+        ));
     }
     out.content_md5 = md5_b64;
     Ok(())
@@ -532,7 +557,12 @@ fn classify(e: Error, status: u16) -> Failure {
     }
 }
 
-fn run_job(client: &Client, file: &File, job: Job, buf: &mut Vec<u8>) -> std::result::Result<(), Failure> {
+fn run_job(
+    client: &Client,
+    file: &File,
+    job: Job,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<(), Failure> {
     let (req, what) = match job {
         Job::Put(o, l) => {
             buf.resize(l as usize, 0);
