@@ -392,14 +392,14 @@ impl Client {
 }
 
 fn transient(e: &ureq::Error) -> bool {
-    match e {
+    matches!(
+        e,
         ureq::Error::Io(_)
-        | ureq::Error::Timeout(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::HostNotFound
-        | ureq::Error::Protocol(_) => true,
-        _ => false,
-    }
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Protocol(_)
+    )
 }
 
 /// The Shared Key string to sign (Blob service, version 2015-02-21 and later).

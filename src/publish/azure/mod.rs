@@ -237,7 +237,7 @@ pub fn upload(
 ) -> Result<AzureOutcome> {
     let blob = BlobUrl::parse(url)?;
     let cred = credential(&blob, sas)?;
-    if local.size % plan::PAGE != 0 || local.size == 0 {
+    if !local.size.is_multiple_of(plan::PAGE) || local.size == 0 {
         return Err(Error::invalid(format!(
             "{}: size {} is not a non-zero multiple of 512 bytes: not a page blob image",
             image.display(),
