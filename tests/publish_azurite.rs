@@ -178,6 +178,8 @@ struct Faults {
     budget: AtomicU64,
     /// Delay added to every request.
     delay_ms: AtomicU64,
+    /// Answer Put Page number N (1-based) and later with 400 (0: never).
+    fatal_put_page: AtomicU64,
 }
 
 /// A loopback HTTP proxy in front of Azurite: one upstream connection per
@@ -224,6 +226,7 @@ impl Proxy {
             permille,
             budget: AtomicU64::new(budget),
             delay_ms: AtomicU64::new(0),
+            fatal_put_page: AtomicU64::new(0),
         });
         let injected = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -346,6 +349,20 @@ fn serve(
                 bad.lock()
                     .unwrap()
                     .push(format!("{o}+{l}: missing md5 or sequence condition"));
+            }
+        }
+        let fatal = faults.fatal_put_page.load(Ordering::Relaxed);
+        if s.is_put_page() && fatal > 0 {
+            let n = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|x| x.is_put_page())
+                .count() as u64;
+            if n + 1 >= fatal {
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nx-ms-error-code: InvalidHeaderValue\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                seen.lock().unwrap().push(s);
+                return Ok(());
             }
         }
         let delay = faults.delay_ms.load(Ordering::Relaxed);
@@ -849,4 +866,52 @@ fn gallery_copy_across_filesystems_is_sparse() {
     let sent = v["bytes_sent"].as_u64().unwrap();
     assert!(sent < 12 << 20, "copied {sent}: not sparse");
     assert!(allocated(&stored) < 16 << 20);
+}
+
+#[test]
+fn fatal_error_deletes_the_blob_it_created() {
+    let Some(az) = Azurite::start() else { return };
+    let d = tempdir();
+    let vhd = make_vhd(d.path(), "z");
+    let proxy = Proxy::start(az.port, 6, 0, 0);
+    proxy.faults.fatal_put_page.store(5, Ordering::Relaxed);
+    let out = publish_cmd(&vhd, &az.url(proxy.port, "z.vhd"), &["--parallel", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("HTTP 400") && err.contains("deleted"), "{err}");
+    // A 400 is not retried: each Put Page that got it was sent once.
+    let r = az
+        .blob_client("z.vhd")
+        .send(&Req::new("HEAD", &[]))
+        .unwrap();
+    assert_eq!(r.status, 404, "the blob this upload created is gone");
+    assert!(!onramp::publish::azure::journal::path_for(&vhd).exists());
+}
+
+#[test]
+fn publish_many_for_recipes() {
+    use onramp::publish::{publish_many, PublishOptions, PublishTo};
+    let d = tempdir();
+    let vhd = make_vhd(d.path(), "m");
+    let manifest = d.path().join("m.vhd.manifest.json");
+    std::fs::write(&manifest, br#"{"recipe":"m"}"#).unwrap();
+    let targets = [
+        PublishTo {
+            to: format!("dir:{}", d.path().join("g1").display()),
+            sas: None,
+        },
+        PublishTo {
+            to: "nowhere:x".into(),
+            sas: None,
+        },
+    ];
+    let r = publish_many(&vhd, Some(&manifest), &targets, &PublishOptions::default());
+    assert_eq!(r.len(), 2);
+    let ok = r[0].as_ref().unwrap();
+    assert_eq!(ok.sha256, sha256_file(&vhd));
+    let stored = d.path().join("g1").join(&ok.sha256).join("manifest.json");
+    assert_eq!(std::fs::read(stored).unwrap(), br#"{"recipe":"m"}"#);
+    assert!(r[1].is_err());
 }
