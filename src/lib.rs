@@ -15,6 +15,7 @@ pub mod limits;
 pub mod overlay;
 pub mod partition;
 pub mod pipeline;
+pub mod publish;
 pub mod recipe;
 pub mod source;
 pub mod target;

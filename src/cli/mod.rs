@@ -125,6 +125,8 @@ pub enum Command {
     },
     /// Check an image against a cloud's rules before upload.
     Validate(ValidateArgs),
+    /// Publish an image: upload to an Azure page blob or store in a local gallery.
+    Publish(PublishArgs),
 }
 
 /// Report formats of `onramp validate`.
@@ -290,6 +292,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Validate(v) => validate(v),
+        Command::Publish(p) => publish(cli, p),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;
             if *json {
@@ -534,4 +537,78 @@ fn validate(v: &ValidateArgs) -> Result<i32> {
         println!();
     }
     Ok(if report.passes(v.strict) { 0 } else { 1 })
+}
+
+/// `onramp publish` arguments.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The image (a fixed VHD for Azure).
+    pub image: PathBuf,
+    /// Target: azure:URL (page blob URL, Azure or Azurite) or dir:PATH (local gallery).
+    #[arg(long)]
+    pub to: String,
+    /// SAS token for Azure (else AZURE_STORAGE_SAS_TOKEN, else AZURE_STORAGE_ACCOUNT/KEY).
+    #[arg(long)]
+    pub sas: Option<String>,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Overwrite an existing blob.
+    #[arg(long)]
+    pub force: bool,
+    /// Attempts per request before giving up (retries 408/500/503, timeouts, resets).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: u32,
+    /// Upload even if validation fails (not recommended).
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Name in the gallery index (dir targets; default: the image file stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn publish(cli: &Cli, p: &PublishArgs) -> Result<i32> {
+    use crate::publish::{self, PublishOptions, Target};
+    let target = Target::parse(&p.to)?;
+    if p.no_validate && matches!(target, Target::Azure(_)) {
+        eprintln!(
+            "onramp: WARNING: --no-validate: uploading {} WITHOUT validation; \
+             Azure may refuse the disk or the VM may not boot",
+            p.image.display()
+        );
+    }
+    let opts = PublishOptions {
+        sas: p.sas.clone(),
+        parallel: usize::from(p.parallel),
+        force: p.force,
+        validate: !p.no_validate,
+        name: p.name.clone(),
+        progress: !cli.quiet && std::io::stderr().is_terminal(),
+        retry: crate::publish::azure::client::RetryPolicy {
+            attempts: p.retries,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = publish::publish(&p.image, &target, &opts)?;
+    if p.json {
+        print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
+    } else if !cli.quiet {
+        println!("published: {}", r.target);
+        if let Some(path) = &r.path {
+            println!("path: {}", path.display());
+        }
+        println!("sha256: {}", r.sha256);
+        println!("size: {}", human_bytes(r.size));
+        println!("bytes sent: {}", human_bytes(r.bytes_sent));
+        println!("bytes skipped: {}", human_bytes(r.bytes_skipped));
+        if r.unchanged {
+            println!("unchanged: already published");
+        }
+        println!("seconds: {:.2}", r.duration_secs);
+    }
+    Ok(0)
 }
