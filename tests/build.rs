@@ -193,3 +193,60 @@ fn validation_failure_fails_the_build_and_is_recorded() {
     .unwrap();
     assert_eq!(m["validation"]["waived"][0]["rule"], "azure.disk.min-size");
 }
+
+#[test]
+fn publishes_to_a_gallery_and_never_prints_secrets() {
+    let d = tempdir();
+    make_raw_with_holes(&d.path().join("src.raw"), 21 << 20);
+    let r = recipe(
+        d.path(),
+        "pub",
+        "name: pub\nsource:\n  path: src.raw\ntarget:\n  format: azure-vhd\noutput:\n  dir: out\npublish:\n  - to: dir:gallery\n    sas: ${ONRAMP_TEST_SECRET_SAS}\n",
+    );
+    let secret = "sv=2099&sig=TOPSECRETVALUE";
+    let run = |args: &[&str]| {
+        std::process::Command::new(onramp_bin())
+            .args(args)
+            .env("ONRAMP_TEST_SECRET_SAS", secret)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["build", s(&r), "--dry-run", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("TOPSECRET"));
+    let o = run(&["build", s(&r), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains("TOPSECRET") && !String::from_utf8_lossy(&o.stderr).contains("TOPSECRET")
+    );
+    let sha = sha256_file(&d.path().join("out/pub.vhd"));
+    assert!(
+        d.path().join("gallery").join(&sha).is_dir(),
+        "gallery lacks {sha}: {out}"
+    );
+    let index = std::fs::read_to_string(d.path().join("gallery/index.json")).unwrap();
+    assert!(index.contains(&sha) && index.contains("\"pub\""));
+    for f in walk(d.path()) {
+        if let Ok(t) = std::fs::read_to_string(&f) {
+            assert!(
+                !t.contains("TOPSECRET"),
+                "secret written into {}",
+                f.display()
+            );
+        }
+    }
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let q = e.path();
+        if q.is_dir() {
+            v.extend(walk(&q));
+        } else if q.extension().is_some_and(|x| x == "json") {
+            v.push(q);
+        }
+    }
+    v
+}

@@ -139,9 +139,6 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
         )
         .at(file));
     }
-    if !r.publish.is_empty() {
-        return Err(Error::unsupported("this build cannot publish yet: remove `publish`").at(file));
-    }
 
     let artifact = l.out_dir.join(&l.file_name);
     let manifest_path = l.out_dir.join(format!("{}.manifest.json", l.file_name));
@@ -160,6 +157,7 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
         "target": {"format": l.target.name(), "size": l.size, "cloud": r.target.cloud, "generation": r.target.generation},
         "edits": [],
         "artifact": artifact.display().to_string(),
+        "publish": l.publish.iter().map(|p| crate::publish::redact_url(&p.to)).collect::<Vec<_>>(),
     });
     if opts.dry_run {
         return Ok(BuildOutcome {
@@ -242,6 +240,31 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
             ),
         )
         .at(file));
+    }
+    let mut published = Vec::new();
+    if !l.publish.is_empty() {
+        let base = crate::publish::PublishOptions {
+            parallel: 8,
+            validate: true,
+            name: Some(r.name.clone()),
+            ..crate::publish::PublishOptions::default()
+        };
+        for (t, res) in l.publish.iter().zip(crate::publish::publish_many(
+            &artifact,
+            Some(&manifest_path),
+            &l.publish,
+            &base,
+        )) {
+            let rep = res.map_err(|e| e.at(file))?;
+            published.push(json!({
+                "to": crate::publish::redact_url(&t.to),
+                "report": serde_json::to_value(&rep).unwrap_or(Value::Null),
+            }));
+        }
+    }
+    let mut manifest = manifest;
+    if !published.is_empty() {
+        manifest["published"] = Value::Array(published);
     }
     Ok(BuildOutcome {
         recipe: file.to_path_buf(),

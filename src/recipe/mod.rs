@@ -186,6 +186,8 @@ pub struct Loaded {
     pub out_dir: PathBuf,
     /// Output file name.
     pub file_name: String,
+    /// Publish targets with `${VAR}` substituted (the SAS is a secret: never printed).
+    pub publish: Vec<crate::publish::PublishTo>,
 }
 
 impl Loaded {
@@ -375,7 +377,30 @@ pub fn load(file: &Path, out_override: Option<&Path>) -> Result<Loaded> {
             format!("{file_name:?} is not a plain file name (placeholders: {{name}}, {{ext}}, {{format}})"),
         ));
     }
+    let mut publish = Vec::new();
+    for (i, p) in recipe.publish.iter().enumerate() {
+        let mut to = substitute(file, &format!("publish[{i}].to"), &p.to)?;
+        // A gallery path, like every path in a recipe, is relative to the recipe.
+        if let Some(dir) = to.strip_prefix("dir:") {
+            if Path::new(dir).is_relative() {
+                to = format!("dir:{}", base.join(dir).display());
+            }
+        }
+        crate::publish::Target::parse(&to).map_err(|e| {
+            field_err(
+                file,
+                &format!("publish[{i}].to"),
+                crate::publish::redact_text(e.message()),
+            )
+        })?;
+        let sas = match &p.sas {
+            Some(v) => Some(substitute(file, &format!("publish[{i}].sas"), v)?),
+            None => None,
+        };
+        publish.push(crate::publish::PublishTo { to, sas });
+    }
     Ok(Loaded {
+        publish,
         file: file.to_path_buf(),
         digest,
         source_path,
