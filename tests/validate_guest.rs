@@ -611,3 +611,164 @@ fn gpt_disk_resized_warns_about_backup_header_via_cli() {
     let out = run("python3", &["-c", py, s(&junit)]);
     assert_eq!(out.trim(), "azure.disk.generation,disk.gpt-backup-at-end");
 }
+
+fn w(dir: &std::path::Path, p: &str, c: &[u8]) {
+    let f = dir.join(p);
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(f, c).unwrap();
+}
+
+fn symlink(dir: &std::path::Path, p: &str, target: &str) {
+    let f = dir.join(p);
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, f).unwrap();
+}
+
+/// An MBR disk with one ext4 root built by `mkfs.ext4 -d` from a synthetic
+/// Debian tree ready for Azure; `fstab_root` is the fstab spec of `/`.
+fn linux_disk(dir: &std::path::Path, name: &str, fstab_root: &str) -> std::path::PathBuf {
+    let t = dir.join(format!("{name}.tree"));
+    let kver = "6.1.0-13-amd64";
+    w(
+        &t,
+        "etc/os-release",
+        b"NAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
+    );
+    w(
+        &t,
+        "etc/fstab",
+        format!("{fstab_root} / ext4 errors=remount-ro 0 1\nproc /proc proc defaults 0 0\n")
+            .as_bytes(),
+    );
+    w(&t, "etc/default/grub", b"GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX=\"console=tty1 console=ttyS0,115200n8 earlyprintk=ttyS0\"\n");
+    w(&t, &format!("boot/vmlinuz-{kver}"), &pattern(3, 20_000));
+    w(&t, &format!("boot/config-{kver}"), b"CONFIG_HYPERV=y\nCONFIG_HYPERV_STORAGE=y\nCONFIG_HYPERV_NET=y\nCONFIG_HYPERV_UTILS=y\nCONFIG_SCSI_VIRTIO=y\nCONFIG_VIRTIO_NET=y\nCONFIG_VIRTIO_PCI=y\nCONFIG_ENA_ETHERNET=m\nCONFIG_BLK_DEV_NVME=y\nCONFIG_UDF_FS=m\nCONFIG_VFAT_FS=m\n");
+    w(
+        &t,
+        &format!("lib/modules/{kver}/modules.dep"),
+        b"kernel/fs/udf/udf.ko:\nkernel/fs/fat/vfat.ko:\n",
+    );
+    for (unit, target) in [
+        ("ssh.service", "multi-user.target"),
+        ("walinuxagent.service", "multi-user.target"),
+    ] {
+        symlink(
+            &t,
+            &format!("etc/systemd/system/{target}.wants/{unit}"),
+            &format!("/lib/systemd/system/{unit}"),
+        );
+    }
+    symlink(&t, "sbin/init", "/lib/systemd/systemd");
+    w(&t, "lib/systemd/systemd", b"\x7fELF");
+    w(
+        &t,
+        "usr/lib/python3/dist-packages/azurelinuxagent/common/version.py",
+        b"AGENT_NAME = \"WALinuxAgent\"\nAGENT_VERSION = '2.9.0.4'\n",
+    );
+    w(
+        &t,
+        "etc/waagent.conf",
+        b"Provisioning.Enabled=y\nProvisioning.Agent=waagent\n",
+    );
+    let part = dir.join(format!("{name}.part"));
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-E",
+            "root_owner=0:0",
+            "-U",
+            "1b2c3d4e-0000-4000-8000-00000000a001",
+            "-d",
+            s(&t),
+            s(&part),
+            "40M",
+        ],
+    );
+    let disk = dir.join(format!("{name}.raw"));
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    run("sh", &["-ec", &format!("printf 'label: dos\\nstart=2048, size=81920, type=83, bootable\\n' | PATH=/usr/sbin:/sbin:$PATH sfdisk --no-reread --no-tell-kernel -q {}", s(&disk))]);
+    run(
+        "dd",
+        &[
+            &format!("if={}", s(&part)),
+            &format!("of={}", s(&disk)),
+            "bs=1M",
+            "seek=1",
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
+    disk
+}
+
+fn cli_failed(img: &std::path::Path, extra: &[&str]) -> (i32, serde_json::Value, Vec<String>) {
+    let mut args = vec!["validate", s(img), "--format", "json"];
+    args.extend_from_slice(extra);
+    let o = onramp(&args);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "fail")
+        .map(|f| f["rule"].as_str().unwrap().to_string())
+        .collect();
+    (o.status.code().unwrap_or(-1), v, f)
+}
+
+/// End to end: a real ext4 Linux guest on an MBR disk; `azure` picks
+/// azure-linux, every rule passes (raw input judged on the projected VHD, and
+/// again on the VHD `onramp convert` writes); a /dev/sda1 fstab fails exactly
+/// the fstab rule; `--generation 2` fails exactly the generation rule.
+#[test]
+fn real_linux_guest_via_cli() {
+    if !require(&["mkfs.ext4", "sfdisk"]) {
+        return;
+    }
+    let d = tempdir();
+    let disk = linux_disk(
+        d.path(),
+        "clean",
+        "UUID=1b2c3d4e-0000-4000-8000-00000000a001",
+    );
+    let (code, v, f) = cli_failed(&disk, &[]);
+    assert_eq!(v["profile"], "azure-linux", "{v:#}");
+    assert!(f.is_empty(), "{f:?} {v:#}");
+    assert_eq!(code, 0);
+    let skipped: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| {
+            x["status"] == "skipped" && x["rule"].as_str().unwrap().starts_with("azure.linux")
+        })
+        .map(|x| x["rule"].as_str().unwrap())
+        .collect();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    for p in ["gce", "aws"] {
+        let (_, v, f) = cli_failed(&disk, &["--profile", p]);
+        assert!(
+            f.iter().all(|r| r == "gce.disk.size-gib"),
+            "{p}: {f:?} {v:#}"
+        );
+    }
+    let vhd = d.path().join("clean.vhd");
+    onramp_ok(&["convert", s(&disk), s(&vhd), "--to", "azure-vhd", "-q"]);
+    let (code, v, f) = cli_failed(&vhd, &["--strict"]);
+    assert_eq!((code, f.len()), (0, 0), "{v:#}");
+    let (code, _, f) = cli_failed(&vhd, &["--generation", "2"]);
+    assert_eq!((code, f), (1, vec!["azure.disk.generation".to_string()]));
+
+    let bad = linux_disk(d.path(), "sdx", "/dev/sda1");
+    let (code, _, f) = cli_failed(&bad, &[]);
+    assert_eq!(f, vec!["azure.linux.fstab-stable-names".to_string()]);
+    assert_eq!(code, 0, "a warning fails only with --strict");
+    let (code, _, _) = cli_failed(&bad, &["--strict"]);
+    assert_eq!(code, 1);
+}
