@@ -209,7 +209,7 @@ fn junit_and_sarif_parse_with_real_parsers() {
     assert_eq!(o.status.code(), Some(1));
     let py = "import sys, xml.etree.ElementTree as ET\nr = ET.parse(sys.argv[1]).getroot()\ncases = r.findall('.//testcase')\nfails = [c.get('name') for c in cases if c.find('failure') is not None]\nprint(len(cases), ','.join(fails))\n";
     let out = run("python3", &["-c", py, s(&junit)]);
-    assert_eq!(out.trim(), "7 azure.disk.min-size");
+    assert_eq!(out.trim(), "10 azure.disk.min-size");
     let o = onramp(&["validate", s(&vhd), "--format", "sarif"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["runs"][0]["results"][0]["ruleId"], "azure.disk.min-size");

@@ -8,10 +8,14 @@
 //! (`onramp validate --list-rules --format markdown`) and a test keeps them equal.
 
 pub mod disk;
+pub mod guest;
+pub mod layout;
 pub mod report;
 
 use crate::error::{Error, Result};
 pub use disk::DiskFacts;
+pub use guest::KernelFacts;
+pub use layout::LayoutFacts;
 pub use report::Report;
 
 /// How bad a failed rule is.
@@ -73,6 +77,14 @@ pub struct Facts {
     pub data_disk: bool,
     /// The image is specialized on purpose (Windows: not generalized).
     pub specialized: bool,
+    /// The partition layout (`None` when the disk could not be opened).
+    pub layout: Option<LayoutFacts>,
+    /// The guest inspection.
+    pub inspection: Option<crate::guest::Inspection>,
+    /// Why the guest could not be inspected (guest rules are then skipped).
+    pub inspection_error: Option<String>,
+    /// Driver states of the default Linux kernel beyond the Hyper-V ones.
+    pub kernel: Option<KernelFacts>,
 }
 
 /// A validation rule.
@@ -118,7 +130,14 @@ pub struct Finding {
 }
 
 /// Every rule onramp knows.
-pub const RULES: &[Rule] = disk::DISK_RULES;
+pub static RULES: std::sync::LazyLock<Vec<Rule>> = std::sync::LazyLock::new(|| {
+    disk::DISK_RULES
+        .iter()
+        .chain(layout::LAYOUT_RULES)
+        .chain(guest::GUEST_RULES)
+        .map(|r| Rule { ..*r })
+        .collect()
+});
 
 /// Profile names accepted by `--profile`.
 pub const PROFILES: &[&str] = &["azure", "azure-linux", "azure-windows", "gce", "aws"];
@@ -190,6 +209,19 @@ pub fn evaluate(
         .collect())
 }
 
+/// `azure` becomes `azure-linux` or `azure-windows` when inspection finds
+/// that guest; other profiles are kept.
+pub fn pick_profile<'a>(profile: &'a str, facts: &Facts) -> &'a str {
+    if profile != "azure" {
+        return profile;
+    }
+    match facts.inspection.as_ref() {
+        Some(i) if i.linux.is_some() => "azure-linux",
+        Some(i) if i.windows.is_some() => "azure-windows",
+        _ => profile,
+    }
+}
+
 /// docs/rules.md, generated from [`RULES`].
 pub fn rules_markdown() -> String {
     let mut s = String::from(
@@ -250,16 +282,39 @@ pub fn validate(
             DiskFacts::projected(src.as_ref()).map_err(|e| e.at(path))?
         }
     };
-    let facts = Facts {
+    let mut facts = Facts {
         disk,
         generation: req.generation,
         data_disk: req.data_disk,
         specialized: req.specialized,
+        ..Facts::default()
     };
-    let findings = evaluate(&req.profile, &facts, &waivers)?;
+    if !PROFILES.contains(&req.profile.as_str()) {
+        // Same message as evaluate, before any inspection work.
+        evaluate(&req.profile, &facts, &waivers)?;
+    }
+    // Layout and guest facts: failures here skip those rules, never the disk rules.
+    match crate::source::open(path, open) {
+        Ok(src) => {
+            let src: std::sync::Arc<dyn crate::block::BlockSource> = std::sync::Arc::from(src);
+            facts.layout = Some(LayoutFacts::gather(&src));
+            if !req.data_disk {
+                match crate::guest::inspect(src.clone()) {
+                    Ok(i) => {
+                        facts.kernel = guest::kernel_facts(&src, &i);
+                        facts.inspection = Some(i);
+                    }
+                    Err(e) => facts.inspection_error = Some(e.to_string()),
+                }
+            }
+        }
+        Err(e) => facts.inspection_error = Some(format!("the image could not be opened: {e}")),
+    }
+    let profile = pick_profile(&req.profile, &facts);
+    let findings = evaluate(profile, &facts, &waivers)?;
     Ok(Report::new(
         path.display().to_string(),
-        req.profile.clone(),
+        profile.to_string(),
         facts.disk.judged_on(),
         findings,
     ))
