@@ -856,7 +856,7 @@ fn mutation_child() {
 fn run_case(img: &Path, patches: &[(u64, Vec<u8>)]) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("timeout")
-        .args(["10", "prlimit", "--as=268435456"])
+        .args(["30", "prlimit", "--as=268435456"])
         .arg(&exe)
         .args([
             "--exact",

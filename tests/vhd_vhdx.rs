@@ -172,7 +172,7 @@ impl Snapshot {
 fn expect_refused(args: &[&str], needles: &[&str]) -> String {
     let bin = onramp_bin();
     let mut full = vec![
-        "10",
+        "30",
         "prlimit",
         "--as=268435456",
         "--",

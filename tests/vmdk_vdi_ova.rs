@@ -87,7 +87,7 @@ fn expect_refused(dir: &Path, args: &[&str], want: &str) {
     let bin = onramp_bin();
     let log = dir.join("strace.log");
     let mut cmd: Vec<String> = vec![
-        "10".into(),
+        "30".into(),
         "prlimit".into(),
         "--as=268435456".into(),
         "--".into(),
