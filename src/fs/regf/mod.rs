@@ -29,6 +29,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod editor;
+pub mod windows;
 pub mod writer;
 
 use crate::error::{Error, Result};
