@@ -5,6 +5,7 @@
 //! streaming pass; [`pipeline`] ties the stages together for the CLI in [`cli`].
 
 pub mod block;
+pub mod boot;
 pub mod bytes;
 pub mod cli;
 pub mod error;

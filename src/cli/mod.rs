@@ -127,6 +127,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Publish an image: upload to an Azure page blob or store in a local gallery.
     Publish(PublishArgs),
+    /// Boot an image under QEMU (never modifying it) and check it comes up.
+    BootTest(BootTestArgs),
 }
 
 /// Report formats of `onramp validate`.
@@ -293,6 +295,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Validate(v) => validate(v),
         Command::Publish(p) => publish(cli, p),
+        Command::BootTest(b) => boot_test(cli, b),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;
             if *json {
@@ -611,4 +614,100 @@ fn publish(cli: &Cli, p: &PublishArgs) -> Result<i32> {
         println!("seconds: {:.2}", r.duration_secs);
     }
     Ok(0)
+}
+
+/// `onramp boot-test` arguments.
+#[derive(Debug, Args)]
+pub struct BootTestArgs {
+    /// The image (any format onramp reads); it is never modified.
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Give up after this many seconds (per QEMU run).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// A systemd unit that must be reported started on the console (repeatable;
+    /// name, name without .service, or its Description).
+    #[arg(long = "expect-unit", value_name = "NAME")]
+    pub expect_unit: Vec<String>,
+    /// A regex some console line must match (repeatable).
+    #[arg(long = "expect-serial", value_name = "REGEX")]
+    pub expect_serial: Vec<String>,
+    /// Guest memory (bytes, or with K/M/G suffix; default 1G).
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    pub memory: u64,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: crate::boot::Accel,
+    /// How to start the guest (auto: UEFI with an ESP and OVMF, BIOS with MBR boot
+    /// code, else direct kernel boot of the guest's own kernel).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub boot: crate::boot::BootPath,
+    /// Extra kernel command-line words for direct kernel boot.
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Keep the serial console log in this file.
+    #[arg(long)]
+    pub console_log: Option<PathBuf>,
+    /// Once userspace is reached, fail if the other checks are not seen within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub settle: u64,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn boot_test(cli: &Cli, b: &BootTestArgs) -> Result<i32> {
+    let req = crate::boot::Request {
+        image: b.image.clone(),
+        open: b.input.open_options(),
+        timeout: std::time::Duration::from_secs(b.timeout),
+        expect_units: b.expect_unit.clone(),
+        expect_serial: b.expect_serial.clone(),
+        memory_mib: b.memory >> 20,
+        cpus: b.cpus,
+        accel: b.accel,
+        boot: b.boot,
+        append: b.append.clone(),
+        console_log: b.console_log.clone(),
+        settle: std::time::Duration::from_secs(b.settle),
+    };
+    let r = crate::boot::boot_test(&req)?;
+    if b.json {
+        print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
+    } else {
+        if !cli.quiet || !r.passed {
+            for n in &r.notes {
+                eprintln!("onramp: note: {n}");
+            }
+            println!(
+                "{}: {} ({} boot, {}, {:.1} s)",
+                r.image.display(),
+                if r.passed { "booted" } else { "FAILED" },
+                r.boot_path,
+                r.accel,
+                r.seconds
+            );
+            if let Some(k) = &r.kernel {
+                println!("kernel: {k} ({})", r.cmdline.as_deref().unwrap_or(""));
+            }
+            for c in &r.checks {
+                match (&c.at_seconds, &c.line) {
+                    (Some(t), Some(l)) => println!("  ok   {} {} at {t:.1} s: {l}", c.kind, c.what),
+                    _ => println!("  MISS {} {}", c.kind, c.what),
+                }
+            }
+        }
+        if let Some(f) = &r.failure {
+            println!("failure: {f}");
+            println!("last {} console lines:", r.console_tail.len());
+            for l in &r.console_tail {
+                println!("  | {l}");
+            }
+        }
+    }
+    Ok(if r.passed { 0 } else { 1 })
 }
