@@ -80,6 +80,8 @@ row() { # name onramp_cmd anchor_cmd
   printf '| %-40s | %8ss | %8ss | %5.2f |\n' "$name" "$x" "$y" "$(python3 -c "print(round($x/$y, 2))")"
 }
 QVPC="qemu-img convert -O vpc -o subformat=fixed,force_size=on"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(qemu-img --version | head -1); $(openssl version)"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| case | onramp | anchor | ratio |"
 echo "|---|---|---|---|"
@@ -95,4 +97,9 @@ rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {gsu
 rm -f "$out"; r1=$(rss "$ONRAMP" -q convert "$cache/c.qcow2" "$out" --to azure-vhd --digest sha256 --force)
 rm -f "$out"; r2=$(rss $QVPC "$cache/c.qcow2" "$out")
 printf '| %-40s | %6s KiB | %6s KiB | %5.2f |\n' "peak RSS (compressed qcow2 -> vhd)" "$r1" "$r2" "$(python3 -c "print(round($r1/$r2, 2))")"
+rm -f "$out"; r3=$(rss "$ONRAMP" -q convert "$cache/u.qcow2" "$out" --to azure-vhd --digest sha256 --force)
+rm -f "$out"; r4=$(rss $QVPC "$cache/u.qcow2" "$out")
+printf '| %-40s | %6s KiB | %6s KiB | %5.2f |\n' "peak RSS (uncompressed qcow2 -> vhd)" "$r3" "$r4" "$(python3 -c "print(round($r3/$r4, 2))")"
 rm -f "$out"
+echo
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

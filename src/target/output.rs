@@ -55,8 +55,20 @@ enum Msg {
     Zeros(u64),
 }
 
-/// Zeros fed to the hashers for holes (no allocation per hole).
-static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+/// Zeros fed to the hashers for holes: one static 1 MiB block (in .bss, so
+/// it costs no file size and its pages stay hot in cache; no allocation per
+/// hole and few calls per GiB of zeros).
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Messages queued for the hasher. Each holds at most one reference to a
+/// chunk buffer (at most [`super::stream::BATCH_BYTES`] in all is in flight
+/// each), enough to keep the hash thread fed while the writer works.
+const HASH_QUEUE: usize = 16;
+
+/// Bytes written between two background flushes: writeback starts while the
+/// conversion runs, so [`OutputFile::finish`]'s final sync finds little left
+/// to write.
+const FLUSH_EVERY: u64 = 64 << 20;
 
 struct Hasher {
     tx: Option<Sender<Msg>>,
@@ -66,7 +78,7 @@ struct Hasher {
 impl Hasher {
     fn start(algos: &[DigestAlgo]) -> Self {
         let algos: Vec<DigestAlgo> = algos.to_vec();
-        let (tx, rx): (Sender<Msg>, Receiver<Msg>) = bounded(8);
+        let (tx, rx): (Sender<Msg>, Receiver<Msg>) = bounded(HASH_QUEUE);
         let handle = std::thread::spawn(move || {
             let mut sha = algos.contains(&DigestAlgo::Sha256).then(Sha256::new);
             let mut md5 = algos.contains(&DigestAlgo::Md5).then(Md5::new);
@@ -80,7 +92,10 @@ impl Hasher {
             };
             for msg in rx {
                 match msg {
-                    Msg::Data(b, r) => feed(b.get(r).unwrap_or(&[])),
+                    Msg::Data(b, r) => {
+                        feed(b.get(r).unwrap_or(&[]));
+                        super::stream::give_shared(b);
+                    }
                     Msg::Zeros(mut n) => {
                         while n > 0 {
                             let k = n.min(ZEROS.len() as u64);
@@ -128,6 +143,49 @@ impl Hasher {
     }
 }
 
+/// Starts writeback of what has been written so far on its own thread
+/// (`fdatasync`), so the disk works while the conversion goes on; requests
+/// while one sync runs are coalesced.
+struct Flusher {
+    tx: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    next: u64,
+}
+
+impl Flusher {
+    fn start(file: &File) -> Option<Self> {
+        let file = file.try_clone().ok()?;
+        let (tx, rx) = bounded::<()>(1);
+        let handle = std::thread::spawn(move || {
+            for () in rx {
+                // Best effort: finish() does the sync that counts and reports errors.
+                let _ = file.sync_data();
+            }
+        });
+        Some(Flusher {
+            tx: Some(tx),
+            handle: Some(handle),
+            next: FLUSH_EVERY,
+        })
+    }
+
+    fn written(&mut self, total: u64) {
+        if total >= self.next {
+            self.next = total.saturating_add(FLUSH_EVERY);
+            if let Some(tx) = &self.tx {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -146,6 +204,7 @@ pub struct OutputFile {
     pos: u64,
     bytes_written: u64,
     hasher: Option<Hasher>,
+    flusher: Option<Flusher>,
     finished: bool,
 }
 
@@ -176,7 +235,9 @@ impl OutputFile {
             .truncate(true)
             .open(&tmp_path)
             .ctx(|| format!("create {}", tmp_path.display()))?;
+        let flusher = Flusher::start(&file);
         Ok(OutputFile {
+            flusher,
             final_path: path.to_path_buf(),
             tmp_path,
             file,
@@ -225,6 +286,9 @@ impl OutputFile {
         let n = buf.len() as u64;
         self.pos += n;
         self.bytes_written += n;
+        if let Some(f) = self.flusher.as_mut() {
+            f.written(self.bytes_written);
+        }
         if let Some(h) = &self.hasher {
             let len = buf.len();
             h.send(Msg::Data(Arc::new(buf), 0..len));
@@ -244,6 +308,9 @@ impl OutputFile {
         let n = slice.len() as u64;
         self.pos += n;
         self.bytes_written += n;
+        if let Some(f) = self.flusher.as_mut() {
+            f.written(self.bytes_written);
+        }
         if let Some(h) = &self.hasher {
             h.send(Msg::Data(buf, range));
         }
@@ -268,6 +335,9 @@ impl OutputFile {
     /// Set the final length, flush, rename into place.
     pub fn finish(mut self) -> Result<OutputSummary> {
         let path = self.final_path.clone();
+        if let Some(mut f) = self.flusher.take() {
+            f.stop();
+        }
         self.file
             .set_len(self.pos)
             .ctx(|| format!("set length of {}", path.display()))?;

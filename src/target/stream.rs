@@ -11,6 +11,7 @@ use crate::block::{for_each_window, BlockSource, ExtentKind};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 
 /// Bytes of data read per parallel batch: 16 MiB.
 pub const BATCH_BYTES: u64 = 16 << 20;
@@ -66,7 +67,7 @@ pub fn stream<T: Send>(
                     .map(|t| match t {
                         Task::Zero { offset, len } => Ok(Piece::Zero { offset, len }),
                         Task::Data { offset, len } => {
-                            let mut buf = vec![0u8; len];
+                            let mut buf = take_buffer(len);
                             src.read_at(offset, &mut buf)?;
                             let extra = work(offset, &mut buf)?;
                             Ok(Piece::Data { offset, buf, extra })
@@ -151,6 +152,51 @@ pub fn stream<T: Send>(
     })
 }
 
+/// Chunk buffers kept for reuse. A fresh 1 MiB allocation is a fresh mmap:
+/// page faults, kernel page clearing and unmapping for every MiB converted
+/// cost more than the copy itself; reused buffers stay mapped.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Buffers the pool keeps at most (the rest are freed): about what is in
+/// flight in the pipeline, so reuse does not raise the memory bound.
+const POOL_MAX: usize = 64;
+
+/// Largest buffer the pool keeps.
+const POOL_MAX_CAPACITY: usize = 4 << 20;
+
+/// A zero-filled buffer of `len` bytes, reused from the pool when one is free.
+pub fn take_buffer(len: usize) -> Vec<u8> {
+    let reused = POOL.lock().ok().and_then(|mut p| p.pop());
+    match reused {
+        Some(mut b) => {
+            b.clear();
+            b.resize(len, 0);
+            b
+        }
+        None => vec![0u8; len],
+    }
+}
+
+/// Give a buffer back to the pool (dropped when the pool is full or the
+/// buffer is too large to keep).
+pub fn give_buffer(buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
+        return;
+    }
+    if let Ok(mut p) = POOL.lock() {
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    }
+}
+
+/// Give a shared buffer back when this was its last reference.
+pub fn give_shared(buf: Arc<Vec<u8>>) {
+    if let Ok(b) = Arc::try_unwrap(buf) {
+        give_buffer(b);
+    }
+}
+
 /// Granularity at which data pieces are checked for zeros, so that zeroed
 /// blocks inside allocated extents also become holes: 4 KiB (qemu-img's `-S` default).
 pub const ZERO_GRAIN: usize = 4096;
@@ -158,7 +204,6 @@ pub const ZERO_GRAIN: usize = 4096;
 /// Write one data piece into `out`, turning all-zero 4 KiB grains (on the
 /// absolute grid) into holes and coalescing the rest into large writes.
 pub fn write_sparse(out: &mut super::output::OutputFile, offset: u64, buf: Vec<u8>) -> Result<()> {
-    use std::sync::Arc;
     let buf = Arc::new(buf);
     let mut i = 0usize;
     let n = buf.len();
@@ -186,7 +231,9 @@ pub fn write_sparse(out: &mut super::output::OutputFile, offset: u64, buf: Vec<u
         i = end;
     }
     if let Some(s) = run_start {
-        out.write_shared(buf, s..n)?;
+        out.write_shared(buf.clone(), s..n)?;
     }
+    // The hasher may still hold it; then it gives it back itself.
+    give_shared(buf);
     out.skip_zeros(zero_run)
 }

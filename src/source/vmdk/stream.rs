@@ -95,6 +95,34 @@ pub fn read_footer(range: &FileRange) -> Result<(SparseHeader, u64)> {
     Ok((header, foot_at))
 }
 
+thread_local! {
+    /// This thread's whole-buffer decompressor (allocated once).
+    static LIBDEFLATE: std::cell::RefCell<Option<libdeflater::Decompressor>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Inflate a whole zlib stream into `out` with libdeflate (about twice as
+/// fast as a streaming inflater), zero-filling after a short stream. Returns
+/// false when it does not accept the stream (corrupt, or more than `out`
+/// holds): the caller's streaming decoder then decides and words the error.
+fn inflate_fast(comp: &[u8], out: &mut [u8]) -> bool {
+    LIBDEFLATE.with(|d| {
+        let Ok(mut d) = d.try_borrow_mut() else {
+            return false;
+        };
+        let d = d.get_or_insert_with(libdeflater::Decompressor::new);
+        match d.zlib_decompress(comp, out) {
+            Ok(n) => {
+                if let Some(rest) = out.get_mut(n..) {
+                    rest.fill(0);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    })
+}
+
 /// Read the compressed grain whose marker is at byte `at`, expected to hold
 /// virtual sector `lba`, inflating into `out` (one grain; a short stream
 /// leaves the rest zero).
@@ -128,6 +156,9 @@ pub fn read_grain(range: &FileRange, at: u64, lba: u64, out: &mut [u8]) -> Resul
     }
     let mut comp = vec![0u8; usize::try_from(size).unwrap_or(0)];
     range.read_exact_at(data_at, &mut comp, "VMDK compressed grain")?;
+    if inflate_fast(&comp, out) {
+        return Ok(());
+    }
     out.fill(0);
     let mut dec = flate2::read::ZlibDecoder::new(comp.as_slice());
     let mut filled = 0usize;
