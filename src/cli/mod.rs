@@ -126,7 +126,7 @@ pub enum Command {
     /// Check an image against a cloud's rules before upload.
     Validate(ValidateArgs),
     /// Convert and edit the guest offline in one pass (input never written).
-    Customize(CustomizeArgs),
+    Customize(Box<CustomizeArgs>),
 }
 
 /// Arguments of `onramp customize`.

@@ -726,7 +726,7 @@ impl Ext4Writer {
     }
 
     /// Every block an extent-mapped inode owns: (data runs, tree blocks).
-    fn owned_blocks(&self, n: &Node) -> Result<(Vec<(u64, u64, u64)>, Vec<u64>)> {
+    fn owned_blocks(&self, n: &Node) -> Result<(Vec<DataRun>, Vec<u64>)> {
         let mut data = Vec::new();
         let mut tree = Vec::new();
         if n.flags() & EXTENTS_FL == 0 {
@@ -1226,7 +1226,9 @@ impl Ext4Writer {
         put32(&mut b, 0, ino);
         put16(&mut b, 4, 12);
         put16(&mut b, 6, 0x0201);
-        b.get_mut(8).map(|x| *x = b'.');
+        if let Some(x) = b.get_mut(8) {
+            *x = b'.';
+        }
         put32(&mut b, 12, parent);
         put16(&mut b, 16, (self.usable() - 12) as u16);
         put16(&mut b, 18, 0x0202);
@@ -1446,6 +1448,9 @@ impl Node {
         u64::from(le32(&self.raw, 0x68)) | (u64::from(le16(&self.raw, 0x76)) << 32)
     }
 }
+
+/// (logical, physical, length) of an extent.
+type DataRun = (u64, u64, u64);
 
 fn put_extent(b: &mut [u8], at: usize, logical: u64, p: u64, len: u64) {
     put32(b, at, logical as u32);
