@@ -155,3 +155,138 @@ pub fn inspect(path: &Path, opts: &OpenOptions) -> Result<crate::guest::Inspecti
     let src: std::sync::Arc<dyn BlockSource> = std::sync::Arc::from(source::open(path, opts)?);
     crate::guest::inspect(src).map_err(|e| e.at(path))
 }
+
+/// What `onramp customize` does.
+pub struct CustomizeRequest<'a> {
+    /// Input image (never written).
+    pub input: &'a Path,
+    /// Output path.
+    pub output: &'a Path,
+    /// Output format.
+    pub to: TargetFormat,
+    /// How to open the input.
+    pub open: OpenOptions,
+    /// Operations, in order.
+    pub ops: Vec<crate::inject::Op>,
+    /// Agent bundle: hook for the bundles work (not in this build).
+    pub agent: Option<std::path::PathBuf>,
+    /// Root filesystem override: "/dev/sda1", "sda1", "1" (a volume index).
+    pub root: Option<String>,
+    /// Print the plan and write nothing.
+    pub dry_run: bool,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Digests to compute while writing.
+    pub digests: Vec<DigestAlgo>,
+}
+
+/// Result of `onramp customize`.
+#[derive(Debug, serde::Serialize)]
+pub struct CustomizeReport {
+    /// Planned actions (their descriptions).
+    pub plan: Vec<String>,
+    /// What the ext4 writer did.
+    pub log: Vec<String>,
+    /// The write report (None for dry runs).
+    pub write: Option<WriteReport>,
+}
+
+/// Pick the root volume: `--root` override or the inspected "/" mount.
+fn customize_root(
+    insp: &crate::guest::Inspection,
+    root: Option<&str>,
+) -> Result<crate::partition::Volume> {
+    if let Some(r) = root {
+        let digits: String = r
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let idx: u32 = digits.parse().map_err(|_| {
+            Error::invalid(format!(
+                "--root {r:?}: expected /dev/sdaN or a volume index"
+            ))
+        })?;
+        return insp
+            .volumes
+            .iter()
+            .find(|v| v.volume.index == idx)
+            .map(|v| v.volume.clone())
+            .ok_or_else(|| Error::invalid(format!("--root {r:?}: no volume {idx} on this disk")));
+    }
+    insp.volumes
+        .iter()
+        .find(|v| v.mount_point.as_deref() == Some("/"))
+        .map(|v| v.volume.clone())
+        .ok_or_else(|| Error::unsupported("customize: no Linux root filesystem found (use --root)"))
+}
+
+/// Plan the operations against the guest and apply them to a root volume in `ov`.
+pub fn customize_overlay(
+    ov: &std::sync::Arc<crate::overlay::Overlay>,
+    ops: &[crate::inject::Op],
+    root: Option<&str>,
+) -> Result<(Vec<crate::inject::FsAction>, crate::partition::Volume)> {
+    let disk: std::sync::Arc<dyn BlockSource> = ov.clone();
+    let insp = crate::guest::inspect(disk.clone())?;
+    let vol = customize_root(&insp, root)?;
+    let fsrc = vol.open(&disk)?;
+    let fs = crate::fs::ext4::Ext4::probe(fsrc)?.ok_or_else(|| {
+        Error::unsupported("customize: the root filesystem is not ext2/3/4 (only ext4 is written)")
+    })?;
+    let actions = crate::inject::plan(ops, &fs)?;
+    Ok((actions, vol))
+}
+
+/// `onramp customize`: open once, plan, edit in the overlay, write the target.
+pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
+    if req.agent.is_some() {
+        return Err(Error::unsupported("agent bundles: not in this build"));
+    }
+    if same_file(req.input, req.output) {
+        return Err(Error::invalid(format!(
+            "output {} is the input; onramp never writes its input",
+            req.output.display()
+        )));
+    }
+    let mut open = req.open.clone();
+    if open.temp_dir.is_none() {
+        open.temp_dir = req.output.parent().map(Path::to_path_buf);
+    }
+    let src: std::sync::Arc<dyn BlockSource> =
+        std::sync::Arc::from(source::open(req.input, &open)?);
+    let ov = std::sync::Arc::new(crate::overlay::Overlay::new(src, open.temp_dir.as_deref()));
+    let (actions, vol) = customize_overlay(&ov, &req.ops, req.root.as_deref())?;
+    let plan: Vec<String> = actions
+        .iter()
+        .map(crate::inject::FsAction::describe)
+        .collect();
+    if req.dry_run {
+        return Ok(CustomizeReport {
+            plan,
+            log: Vec::new(),
+            write: None,
+        });
+    }
+    let [(start, len)] = vol.segments.as_slice() else {
+        return Err(Error::unsupported(
+            "customize: writing a root filesystem on an LVM volume with several segments is not supported",
+        ));
+    };
+    let log = crate::fs::ext4::write::apply(&ov, *start, *len, &actions)?;
+    let opts = WriteOptions {
+        force: req.force,
+        digests: req.digests.clone(),
+        timestamp: target::default_timestamp()?,
+        ..WriteOptions::default()
+    };
+    let w = target::write(ov.as_ref(), req.to, req.output, &opts)?;
+    Ok(CustomizeReport {
+        plan,
+        log,
+        write: Some(w),
+    })
+}

@@ -129,6 +129,160 @@ pub enum Command {
     Publish(PublishArgs),
     /// Boot an image under QEMU (never modifying it) and check it comes up.
     BootTest(BootTestArgs),
+    /// Convert and edit the guest offline in one pass (input never written).
+    Customize(Box<CustomizeArgs>),
+}
+
+/// Arguments of `onramp customize`.
+#[derive(Debug, clap::Args)]
+pub struct CustomizeArgs {
+    /// Input image.
+    pub input: PathBuf,
+    /// Output file (written atomically).
+    pub output: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub to: TargetFormat,
+    #[command(flatten)]
+    pub inp: InputArgs,
+    /// Agent bundle (directory, .tar.gz or .deb).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Create or replace a file: GUEST_PATH:CONTENT.
+    #[arg(long)]
+    pub write: Vec<String>,
+    /// Copy a host file in: HOST_PATH:GUEST_PATH.
+    #[arg(long)]
+    pub upload: Vec<String>,
+    /// mkdir -p.
+    #[arg(long)]
+    pub mkdir: Vec<String>,
+    /// Symbolic link: TARGET:LINK.
+    #[arg(long)]
+    pub link: Vec<String>,
+    /// chmod: MODE:PATH.
+    #[arg(long)]
+    pub chmod: Vec<String>,
+    /// Delete a file, link or empty directory.
+    #[arg(long)]
+    pub delete: Vec<String>,
+    /// Append a line: PATH:LINE.
+    #[arg(long)]
+    pub append_line: Vec<String>,
+    /// Add a kernel command-line argument.
+    #[arg(long)]
+    pub kernel_arg: Vec<String>,
+    /// Run a command once at first boot.
+    #[arg(long)]
+    pub firstboot_command: Vec<String>,
+    /// Set the hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Comment out swap in /etc/fstab.
+    #[arg(long)]
+    pub no_swap: bool,
+    /// Root filesystem: /dev/sdaN or a volume index (default: found by inspection).
+    #[arg(long)]
+    pub root: Option<String>,
+    /// Print the plan of edits and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Compute this digest of the output while writing (repeatable).
+    #[arg(long, value_enum)]
+    pub digest: Vec<DigestAlgo>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn customize_ops(a: &CustomizeArgs) -> Result<Vec<crate::inject::Op>> {
+    use crate::inject::{split_pair, Op};
+    // Operations run in flag-group order: files, then links/modes, then edits.
+    let mut ops = Vec::new();
+    for m in &a.mkdir {
+        ops.push(Op::Mkdir(m.clone()));
+    }
+    for w in &a.write {
+        let (p, c) = split_pair("--write", w)?;
+        ops.push(Op::Write {
+            path: p.into(),
+            content: c.into(),
+        });
+    }
+    for u in &a.upload {
+        let (h, g) = split_pair("--upload", u)?;
+        ops.push(Op::Upload {
+            host: h.into(),
+            guest: g.into(),
+        });
+    }
+    for l in &a.link {
+        let (t, p) = split_pair("--link", l)?;
+        ops.push(Op::Link {
+            target: t.into(),
+            link: p.into(),
+        });
+    }
+    for c in &a.chmod {
+        let (m, p) = split_pair("--chmod", c)?;
+        ops.push(Op::Chmod {
+            mode: m.into(),
+            path: p.into(),
+        });
+    }
+    for l in &a.append_line {
+        let (p, t) = split_pair("--append-line", l)?;
+        ops.push(Op::AppendLine {
+            path: p.into(),
+            line: t.into(),
+        });
+    }
+    for k in &a.kernel_arg {
+        ops.push(Op::KernelArg(k.clone()));
+    }
+    for c in &a.firstboot_command {
+        ops.push(Op::FirstbootCommand(c.clone()));
+    }
+    if let Some(h) = &a.hostname {
+        ops.push(Op::Hostname(h.clone()));
+    }
+    if a.no_swap {
+        ops.push(Op::NoSwap(true));
+    }
+    for d in &a.delete {
+        ops.push(Op::Delete(d.clone()));
+    }
+    Ok(ops)
+}
+
+fn customize(cli: &Cli, a: &CustomizeArgs) -> Result<i32> {
+    let req = pipeline::CustomizeRequest {
+        input: &a.input,
+        output: &a.output,
+        to: a.to,
+        open: a.inp.open_options(),
+        ops: customize_ops(a)?,
+        agent: a.agent.clone(),
+        root: a.root.clone(),
+        dry_run: a.dry_run,
+        force: a.force,
+        digests: a.digest.clone(),
+    };
+    let r = pipeline::customize(&req)?;
+    if a.json {
+        print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
+    } else if !cli.quiet || a.dry_run {
+        for p in &r.plan {
+            println!("{}{p}", if a.dry_run { "plan: " } else { "" });
+        }
+        if let Some(w) = &r.write {
+            println!("wrote {}", w.output.path.display());
+        }
+    }
+    Ok(0)
 }
 
 /// Report formats of `onramp validate`.
@@ -296,6 +450,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Validate(v) => validate(v),
         Command::Publish(p) => publish(cli, p),
         Command::BootTest(b) => boot_test(cli, b),
+        Command::Customize(a) => customize(cli, a),
         Command::Info { image, input, json } => {
             let m = pipeline::info(image, &input.open_options())?;
             if *json {

@@ -23,6 +23,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod write;
+
 use super::{DirEntry, FileSystem, FileType, Metadata};
 use crate::block::BlockSource;
 use crate::bytes::{cstr, le16, le32, sub, u, u8_at, us, uuid_be};

@@ -29,7 +29,7 @@ const fn make_table() -> [u32; 256] {
 static TABLE: [u32; 256] = make_table();
 
 /// Continue a CRC-32C over `data` from the raw (un-finalised) state `crc`.
-fn update(mut crc: u32, data: &[u8]) -> u32 {
+pub(crate) fn update(mut crc: u32, data: &[u8]) -> u32 {
     for &b in data {
         let idx = usize::from((crc.to_le_bytes()[0]) ^ b);
         crc = (crc >> 8) ^ TABLE.get(idx).copied().unwrap_or(0);
