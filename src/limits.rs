@@ -196,3 +196,17 @@ pub const XFS_SYMLINK_MAXLEN: u64 = 1024;
 /// Most filesystem blocks of an XFS remote symlink: 3 (`XFS_SYMLINK_MAPS`,
 /// fs/xfs/libxfs/xfs_symlink_remote.h).
 pub const XFS_SYMLINK_MAPS: u64 = 3;
+
+/// Largest agent bundle or .deb read, and most bytes unpacked from one
+/// (all members together): 256 MiB. onramp's own bound; agents are a few MiB
+/// (Debian's waagent .deb is about 0.3 MiB, its data about 2 MiB).
+pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
+
+/// Most members in one bundle tar or .deb data/control tar: 65536. onramp's
+/// own bound (a large Debian package such as linux-image holds ~6000 files).
+pub const MAX_BUNDLE_MEMBERS: usize = 65536;
+
+/// Most members in a .deb's ar archive: 16 (deb(5) requires exactly three:
+/// debian-binary, control.tar.*, data.tar.*; later ones are ignored by dpkg
+/// but still bounded here).
+pub const MAX_DEB_AR_MEMBERS: usize = 16;

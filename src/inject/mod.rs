@@ -6,6 +6,7 @@
 //! `--dry-run` shows exactly what would change — and a filesystem writer
 //! applies the actions through the overlay (the input is never written).
 
+pub mod bundle;
 pub mod edit;
 
 use crate::error::{Error, Result};

@@ -89,7 +89,7 @@ pub fn check_name(name: &str, at: u64) -> Result<String> {
 
 /// Verify the header checksum (unsigned sum with the chksum field as spaces;
 /// the historic signed sum is accepted too).
-fn check_sum(h: &[u8; 512], at: u64) -> Result<()> {
+pub fn check_sum(h: &[u8; 512], at: u64) -> Result<()> {
     let stored = parse_number(field(h, 148, 8));
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
