@@ -168,7 +168,7 @@ pub struct CustomizeRequest<'a> {
     pub open: OpenOptions,
     /// Operations, in order.
     pub ops: Vec<crate::inject::Op>,
-    /// Agent bundle: hook for the bundles work (not in this build).
+    /// Agent bundle (directory or .tar.gz with agent.yaml, or a .deb).
     pub agent: Option<std::path::PathBuf>,
     /// Root filesystem override: "/dev/sda1", "sda1", "1" (a volume index).
     pub root: Option<String>,
@@ -187,6 +187,8 @@ pub struct CustomizeReport {
     pub plan: Vec<String>,
     /// What the ext4 writer did.
     pub log: Vec<String>,
+    /// Things the user should know (e.g. a .deb's dependencies not installed).
+    pub warnings: Vec<String>,
     /// The write report (None for dry runs).
     pub write: Option<WriteReport>,
 }
@@ -224,12 +226,23 @@ fn customize_root(
         .ok_or_else(|| Error::unsupported("customize: no Linux root filesystem found (use --root)"))
 }
 
-/// Plan the operations against the guest and apply them to a root volume in `ov`.
+/// A planned guest edit: the actions, the root volume they apply to, and warnings.
+pub struct CustomizePlan {
+    /// Filesystem actions, agent bundle first, then the operations.
+    pub actions: Vec<crate::inject::FsAction>,
+    /// The root volume.
+    pub root: crate::partition::Volume,
+    /// Warnings from planning (bundles).
+    pub warnings: Vec<String>,
+}
+
+/// Plan an agent bundle and the operations against the guest in `ov`.
 pub fn customize_overlay(
     ov: &std::sync::Arc<crate::overlay::Overlay>,
     ops: &[crate::inject::Op],
     root: Option<&str>,
-) -> Result<(Vec<crate::inject::FsAction>, crate::partition::Volume)> {
+    agent: Option<&Path>,
+) -> Result<CustomizePlan> {
     let disk: std::sync::Arc<dyn BlockSource> = ov.clone();
     let insp = crate::guest::inspect(disk.clone())?;
     let vol = customize_root(&insp, root)?;
@@ -237,15 +250,42 @@ pub fn customize_overlay(
     let fs = crate::fs::ext4::Ext4::probe(fsrc)?.ok_or_else(|| {
         Error::unsupported("customize: the root filesystem is not ext2/3/4 (only ext4 is written)")
     })?;
-    let actions = crate::inject::plan(ops, &fs)?;
-    Ok((actions, vol))
+    let mut actions = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(a) = agent {
+        let bundle = crate::inject::bundle::load(a).map_err(|e| e.at(a))?;
+        let bp = crate::inject::bundle::plan_bundle_report(
+            &bundle,
+            &fs,
+            &std::collections::BTreeMap::new(),
+        )
+        .map_err(|e| e.at(a))?;
+        actions.extend(bp.actions);
+        warnings.extend(bp.warnings);
+    }
+    actions.extend(crate::inject::plan(ops, &fs)?);
+    Ok(CustomizePlan {
+        actions,
+        root: vol,
+        warnings,
+    })
+}
+
+/// Apply a plan's actions to its root volume in `ov` (ext4).
+pub fn apply_plan(
+    ov: &std::sync::Arc<crate::overlay::Overlay>,
+    plan: &CustomizePlan,
+) -> Result<Vec<String>> {
+    let [(start, len)] = plan.root.segments.as_slice() else {
+        return Err(Error::unsupported(
+            "customize: writing a root filesystem on an LVM volume with several segments is not supported",
+        ));
+    };
+    crate::fs::ext4::write::apply(ov, *start, *len, &plan.actions)
 }
 
 /// `onramp customize`: open once, plan, edit in the overlay, write the target.
 pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
-    if req.agent.is_some() {
-        return Err(Error::unsupported("agent bundles: not in this build"));
-    }
     if same_file(req.input, req.output) {
         return Err(Error::invalid(format!(
             "output {} is the input; onramp never writes its input",
@@ -259,8 +299,9 @@ pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
     let src: std::sync::Arc<dyn BlockSource> =
         std::sync::Arc::from(source::open(req.input, &open)?);
     let ov = std::sync::Arc::new(crate::overlay::Overlay::new(src, open.temp_dir.as_deref()));
-    let (actions, vol) = customize_overlay(&ov, &req.ops, req.root.as_deref())?;
-    let plan: Vec<String> = actions
+    let cp = customize_overlay(&ov, &req.ops, req.root.as_deref(), req.agent.as_deref())?;
+    let plan: Vec<String> = cp
+        .actions
         .iter()
         .map(crate::inject::FsAction::describe)
         .collect();
@@ -268,15 +309,11 @@ pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
         return Ok(CustomizeReport {
             plan,
             log: Vec::new(),
+            warnings: cp.warnings,
             write: None,
         });
     }
-    let [(start, len)] = vol.segments.as_slice() else {
-        return Err(Error::unsupported(
-            "customize: writing a root filesystem on an LVM volume with several segments is not supported",
-        ));
-    };
-    let log = crate::fs::ext4::write::apply(&ov, *start, *len, &actions)?;
+    let log = apply_plan(&ov, &cp)?;
     let opts = WriteOptions {
         force: req.force,
         digests: req.digests.clone(),
@@ -287,6 +324,7 @@ pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
     Ok(CustomizeReport {
         plan,
         log,
+        warnings: cp.warnings,
         write: Some(w),
     })
 }

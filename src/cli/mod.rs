@@ -272,6 +272,11 @@ fn customize(cli: &Cli, a: &CustomizeArgs) -> Result<i32> {
         digests: a.digest.clone(),
     };
     let r = pipeline::customize(&req)?;
+    if !cli.quiet {
+        for w in &r.warnings {
+            eprintln!("onramp: warning: {w}");
+        }
+    }
     if a.json {
         print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
     } else if !cli.quiet || a.dry_run {

@@ -133,12 +133,34 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
             ));
         }
     }
-    if r.agent.is_some() || !r.customize.is_empty() {
-        return Err(Error::unsupported(
-            "this build cannot edit guests yet: `agent` and `customize` need the offline injection layer",
+    // Guest edits: planned against the guest now (so --dry-run shows them),
+    // applied in a copy-on-write overlay; the source is never written.
+    let src: std::sync::Arc<dyn crate::block::BlockSource> = std::sync::Arc::from(src);
+    let overlay = std::sync::Arc::new(crate::overlay::Overlay::new(
+        src.clone(),
+        open.temp_dir.as_deref(),
+    ));
+    let edit_plan = if l.agent.is_some() || !l.ops.is_empty() {
+        Some(
+            crate::pipeline::customize_overlay(&overlay, &l.ops, None, l.agent.as_deref())
+                .map_err(|e| e.at(file))?,
         )
-        .at(file));
-    }
+    } else {
+        None
+    };
+    let edits: Vec<String> = edit_plan
+        .as_ref()
+        .map(|p| {
+            p.actions
+                .iter()
+                .map(crate::inject::FsAction::describe)
+                .collect()
+        })
+        .unwrap_or_default();
+    let edit_warnings: Vec<String> = edit_plan
+        .as_ref()
+        .map(|p| p.warnings.clone())
+        .unwrap_or_default();
 
     let artifact = l.out_dir.join(&l.file_name);
     let manifest_path = l.out_dir.join(format!("{}.manifest.json", l.file_name));
@@ -155,7 +177,8 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
         "recipe": {"path": file.display().to_string(), "sha256": l.digest},
         "source": source_json,
         "target": {"format": l.target.name(), "size": l.size, "cloud": r.target.cloud, "generation": r.target.generation},
-        "edits": [],
+        "edits": edits,
+        "warnings": edit_warnings,
         "artifact": artifact.display().to_string(),
         "publish": l.publish.iter().map(|p| crate::publish::redact_url(&p.to)).collect::<Vec<_>>(),
     });
@@ -189,7 +212,13 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
         timestamp: target::default_timestamp()?,
         ..WriteOptions::default()
     };
-    let report = target::write(src.as_ref(), l.target, &artifact, &wopts)?;
+    let report = match &edit_plan {
+        Some(p) => {
+            crate::pipeline::apply_plan(&overlay, p).map_err(|e| e.at(file))?;
+            target::write(overlay.as_ref(), l.target, &artifact, &wopts)?
+        }
+        None => target::write(src.as_ref(), l.target, &artifact, &wopts)?,
+    };
     let convert_s = t1.elapsed().as_secs_f64();
 
     // Validate the artifact itself (its footer, partitions and guest).
@@ -218,7 +247,7 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
             "file_size": report.output.file_size,
             "allocated_bytes": report.output.bytes_written,
         },
-        "edits": [],
+        "edits": edits,
         "validation": validation.summary,
         "notes": report.notes,
         "timings": {"verify_source_s": verify_s, "convert_s": convert_s, "validate_s": validate_s, "total_s": started.elapsed().as_secs_f64()},

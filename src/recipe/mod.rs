@@ -188,6 +188,10 @@ pub struct Loaded {
     pub file_name: String,
     /// Publish targets with `${VAR}` substituted (the SAS is a secret: never printed).
     pub publish: Vec<crate::publish::PublishTo>,
+    /// Customize operations, parsed.
+    pub ops: Vec<crate::inject::Op>,
+    /// Agent bundle path, resolved.
+    pub agent: Option<PathBuf>,
 }
 
 impl Loaded {
@@ -399,7 +403,24 @@ pub fn load(file: &Path, out_override: Option<&Path>) -> Result<Loaded> {
         };
         publish.push(crate::publish::PublishTo { to, sas });
     }
+    let mut ops = Vec::new();
+    for (i, v) in recipe.customize.iter().enumerate() {
+        let op: crate::inject::Op = serde_json::from_value(v.clone()).map_err(|e| {
+            field_err(
+                file,
+                &format!("customize[{i}]"),
+                format!("{e} (see `onramp customize --help` for the operations)"),
+            )
+        })?;
+        ops.push(op);
+    }
+    let agent = match &recipe.agent {
+        Some(a) => Some(base.join(substitute(file, "agent", a)?)),
+        None => None,
+    };
     Ok(Loaded {
+        ops,
+        agent,
         publish,
         file: file.to_path_buf(),
         digest,

@@ -381,9 +381,16 @@ fn agent(f: &Facts) -> Outcome {
     let prov_enabled = wa
         .and_then(|w| w.provisioning_enabled.clone())
         .map(|p| p.to_ascii_lowercase());
+    let report_ready = l
+        .enabled_units
+        .iter()
+        .any(|u| u.unit == "onramp-azure-ready.service");
     match (wa, ci) {
+        (None, false) if report_ready => Outcome::Pass(
+            "onramp's report-ready agent (onramp-azure-ready.service) reports provisioning complete, as Azure documents for images without a provisioning agent".into(),
+        ),
         (None, false) => Outcome::Fail(
-            "no provisioning agent enabled (neither walinuxagent/waagent nor cloud-init)".into(),
+            "no provisioning agent enabled (neither walinuxagent/waagent, cloud-init, nor onramp's report-ready agent)".into(),
         ),
         (None, true) => Outcome::Pass("cloud-init provisions".into()),
         (Some(_), false) => match prov.as_deref() {
