@@ -58,7 +58,10 @@ pub fn exercise(src: &dyn BlockSource) {
             break;
         }
         // The first and last window of each extent.
-        for off in [e.offset, e.end().saturating_sub(buf.len() as u64).max(e.offset)] {
+        for off in [
+            e.offset,
+            e.end().saturating_sub(buf.len() as u64).max(e.offset),
+        ] {
             let n = (buf.len() as u64).min(e.end() - off).min(budget) as usize;
             if n == 0 {
                 continue;
@@ -76,7 +79,10 @@ pub fn exercise(src: &dyn BlockSource) {
     assert_eq!(at, size, "map does not cover the disk");
     // Past-the-end reads fail.
     let mut one = [0u8; 1];
-    assert!(src.read_at(size, &mut one).is_err(), "read past the end succeeded");
+    assert!(
+        src.read_at(size, &mut one).is_err(),
+        "read past the end succeeded"
+    );
 }
 
 /// Write `data` to a temp file and open it as `format` (or detect when None).
@@ -105,7 +111,9 @@ pub fn walk(fs: &dyn FileSystem) {
     let mut todo = vec!["/".to_string()];
     let mut visited = 0usize;
     while let Some(dir) = todo.pop() {
-        let Ok(entries) = fs.read_dir(&dir) else { continue };
+        let Ok(entries) = fs.read_dir(&dir) else {
+            continue;
+        };
         for e in entries.into_iter().take(256) {
             visited += 1;
             if visited > 2048 {

@@ -7,7 +7,9 @@ use onramp::source::Format;
 
 fuzz_target!(|data: &[u8]| {
     std::env::set_var(onramp::limits::MAX_DECOMPRESSED_ENV, "8388608");
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let format = match sel % 4 {
         0 => Format::Gzip,
         1 => Format::Xz,
