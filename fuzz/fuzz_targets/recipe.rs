@@ -1,0 +1,9 @@
+//! Fuzz the YAML recipe parser.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = onramp::recipe::parse(std::path::Path::new("fuzz.yaml"), text);
+    }
+});
