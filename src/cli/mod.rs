@@ -12,6 +12,25 @@ use serde_json::{json, Value};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+// Output goes to stdout, which may be a closed pipe (`onramp info x | head`): a
+// failed write is not an error worth a panic, so these shadow std's macros.
+macro_rules! println {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! print {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// onramp: move VM images onto a cloud.
 #[derive(Debug, Parser)]
 #[command(name = "onramp", version, about, max_term_width = 100)]
