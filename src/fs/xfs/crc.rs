@@ -7,49 +7,10 @@
 
 use crate::error::{Error, Result};
 
-/// Reflected CRC-32C polynomial (RFC 3720 appendix B.4).
-const POLY: u32 = 0x82F6_3B78;
-
-// Compile-time loop counters bounded by 256 and 8.
-#[allow(clippy::arithmetic_side_effects)]
-const fn make_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0u32;
-    while i < 256 {
-        let mut crc = i;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        // i < 256 by the loop condition.
-        #[allow(clippy::indexing_slicing, clippy::as_conversions)]
-        {
-            table[i as usize] = crc;
-        }
-        i += 1;
-    }
-    table
-}
-
-static TABLE: [u32; 256] = make_table();
-
-/// Continue a raw (not inverted) CRC-32C over `data`.
-fn update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        let idx = (crc ^ u32::from(b)) & 0xff;
-        // idx < 256: masked with 0xff.
-        let t = TABLE
-            .get(usize::try_from(idx).unwrap_or(0))
-            .copied()
-            .unwrap_or(0);
-        crc = (crc >> 8) ^ t;
-    }
-    crc
+/// Continue a raw (not inverted) CRC-32C over `data`: the crate's one table,
+/// shared with VHDX and the ext4 writer.
+fn update(crc: u32, data: &[u8]) -> u32 {
+    crate::source::vhdx::crc::update(crc, data)
 }
 
 /// The standard CRC-32C of `data`.
