@@ -232,6 +232,8 @@ pub struct CustomizePlan {
     pub actions: Vec<crate::inject::FsAction>,
     /// The root volume.
     pub root: crate::partition::Volume,
+    /// Its filesystem kind ("ext4", "xfs", "ntfs", ...): picks the writer.
+    pub fs_kind: &'static str,
     /// Warnings from planning (bundles).
     pub warnings: Vec<String>,
 }
@@ -247,41 +249,47 @@ pub fn customize_overlay(
     let insp = crate::guest::inspect(disk.clone())?;
     let vol = customize_root(&insp, root)?;
     let fsrc = vol.open(&disk)?;
-    let fs = crate::fs::ext4::Ext4::probe(fsrc)?.ok_or_else(|| {
-        Error::unsupported("customize: the root filesystem is not ext2/3/4 (only ext4 is written)")
+    let fs = crate::fs::probe(fsrc)?.ok_or_else(|| {
+        Error::unsupported("customize: no filesystem onramp can read on the root volume")
     })?;
+    let fs_kind = fs.kind();
+    if !crate::fs::write::WRITABLE.contains(&fs_kind) {
+        return Err(Error::unsupported(format!(
+            "customize: the root filesystem is {fs_kind}; onramp writes {}",
+            crate::fs::write::WRITABLE.join(", ")
+        )));
+    }
+    let fs = fs.as_ref();
     let mut actions = Vec::new();
     let mut warnings = Vec::new();
     if let Some(a) = agent {
         let bundle = crate::inject::bundle::load(a).map_err(|e| e.at(a))?;
         let bp = crate::inject::bundle::plan_bundle_report(
             &bundle,
-            &fs,
+            fs,
             &std::collections::BTreeMap::new(),
         )
         .map_err(|e| e.at(a))?;
         actions.extend(bp.actions);
         warnings.extend(bp.warnings);
     }
-    actions.extend(crate::inject::plan(ops, &fs)?);
+    actions.extend(crate::inject::plan(ops, fs)?);
     Ok(CustomizePlan {
         actions,
         root: vol,
+        fs_kind,
         warnings,
     })
 }
 
-/// Apply a plan's actions to its root volume in `ov` (ext4).
+/// Apply a plan's actions to its root volume in `ov`, with the writer for
+/// its filesystem; writes go through the volume's segment map.
 pub fn apply_plan(
     ov: &std::sync::Arc<crate::overlay::Overlay>,
     plan: &CustomizePlan,
 ) -> Result<Vec<String>> {
-    let [(start, len)] = plan.root.segments.as_slice() else {
-        return Err(Error::unsupported(
-            "customize: writing a root filesystem on an LVM volume with several segments is not supported",
-        ));
-    };
-    crate::fs::ext4::write::apply(ov, *start, *len, &plan.actions)
+    let dev = crate::overlay::VolumeDev::of(ov.clone(), &plan.root)?;
+    crate::fs::write::apply(&dev, plan.fs_kind, &plan.actions)
 }
 
 /// `onramp customize`: open once, plan, edit in the overlay, write the target.

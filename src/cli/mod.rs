@@ -185,6 +185,18 @@ pub struct CustomizeArgs {
     /// Delete a file, link or empty directory.
     #[arg(long)]
     pub delete: Vec<String>,
+    /// Hard link: TARGET:LINK (TARGET must exist).
+    #[arg(long)]
+    pub hardlink: Vec<String>,
+    /// chown: UID:GID:PATH (numeric ids).
+    #[arg(long)]
+    pub chown: Vec<String>,
+    /// Set access and modification time: PATH:SECONDS_SINCE_EPOCH.
+    #[arg(long)]
+    pub set_times: Vec<String>,
+    /// Set an extended attribute: PATH:NAME=VALUE (e.g. security.selinux=system_u:object_r:etc_t:s0).
+    #[arg(long)]
+    pub xattr: Vec<String>,
     /// Append a line: PATH:LINE.
     #[arg(long)]
     pub append_line: Vec<String>,
@@ -250,6 +262,42 @@ fn customize_ops(a: &CustomizeArgs) -> Result<Vec<crate::inject::Op>> {
         ops.push(Op::Chmod {
             mode: m.into(),
             path: p.into(),
+        });
+    }
+    for l in &a.hardlink {
+        let (t, p) = split_pair("--hardlink", l)?;
+        ops.push(Op::Hardlink {
+            target: t.into(),
+            link: p.into(),
+        });
+    }
+    for c in &a.chown {
+        let (u, rest) = split_pair("--chown", c)?;
+        let (g, p) = split_pair("--chown", rest)?;
+        ops.push(Op::Chown {
+            owner: format!("{u}:{g}"),
+            path: p.into(),
+        });
+    }
+    for t in &a.set_times {
+        let (p, secs) = split_pair("--set-times", t)?;
+        let mtime = secs.parse().map_err(|_| {
+            crate::error::Error::invalid(format!("--set-times expects PATH:SECONDS, found {t:?}"))
+        })?;
+        ops.push(Op::SetTimes {
+            path: p.into(),
+            mtime,
+        });
+    }
+    for x in &a.xattr {
+        let (p, nv) = split_pair("--xattr", x)?;
+        let (n, v) = nv.split_once('=').ok_or_else(|| {
+            crate::error::Error::invalid(format!("--xattr expects PATH:NAME=VALUE, found {x:?}"))
+        })?;
+        ops.push(Op::SetXattr {
+            path: p.into(),
+            name: n.into(),
+            value: v.into(),
         });
     }
     for l in &a.append_line {

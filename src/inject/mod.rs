@@ -54,6 +54,36 @@ pub enum Op {
     },
     /// Delete a file, link or empty directory.
     Delete(String),
+    /// Create a hard link `link` to the existing file `target`.
+    Hardlink {
+        /// Existing guest file.
+        target: String,
+        /// Guest path of the new link.
+        link: String,
+    },
+    /// chown: `owner` is "UID:GID" (numeric).
+    Chown {
+        /// "UID:GID".
+        owner: String,
+        /// Guest path.
+        path: String,
+    },
+    /// Set access and modification times (seconds since the Unix epoch).
+    SetTimes {
+        /// Guest path.
+        path: String,
+        /// Modification time (and access time).
+        mtime: i64,
+    },
+    /// Set an extended attribute (e.g. `security.selinux`).
+    SetXattr {
+        /// Guest path.
+        path: String,
+        /// Attribute name with its namespace prefix (`user.`, `security.`, `trusted.`).
+        name: String,
+        /// Value (text; a trailing NUL is added for `security.selinux`).
+        value: String,
+    },
     /// Append a line to a file (created if absent).
     AppendLine {
         /// Guest path.
@@ -115,6 +145,41 @@ pub enum FsAction {
         /// Guest path.
         path: String,
     },
+    /// Create a hard link `path` to the existing non-directory `target`.
+    Hardlink {
+        /// Existing guest path.
+        target: String,
+        /// Guest path of the new link.
+        path: String,
+    },
+    /// Change owner and group.
+    Chown {
+        /// Guest path.
+        path: String,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
+    /// Set access and modification times.
+    SetTimes {
+        /// Guest path.
+        path: String,
+        /// Access time, seconds since the Unix epoch.
+        atime: i64,
+        /// Modification time, seconds since the Unix epoch.
+        mtime: i64,
+    },
+    /// Set an extended attribute.
+    SetXattr {
+        /// Guest path.
+        path: String,
+        /// Full name with namespace prefix (`security.selinux`).
+        name: String,
+        /// Raw value.
+        #[serde(serialize_with = "ser_len")]
+        value: Vec<u8>,
+    },
 }
 
 fn ser_len<S: serde::Serializer>(d: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -141,6 +206,14 @@ impl FsAction {
             FsAction::Symlink { target, path } => format!("symlink {path} -> {target}"),
             FsAction::Chmod { path, mode } => format!("chmod {mode:o} {path}"),
             FsAction::Delete { path } => format!("delete {path}"),
+            FsAction::Hardlink { target, path } => format!("hard link {path} => {target}"),
+            FsAction::Chown { path, uid, gid } => format!("chown {uid}:{gid} {path}"),
+            FsAction::SetTimes { path, atime, mtime } => {
+                format!("set times of {path} (atime {atime}, mtime {mtime})")
+            }
+            FsAction::SetXattr { path, name, value } => {
+                format!("set xattr {name} on {path} ({} bytes)", value.len())
+            }
         }
     }
 }
@@ -167,6 +240,32 @@ pub fn parse_mode(s: &str) -> Result<u32> {
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| Error::invalid(format!("mode {s:?} is not an octal mode like 0644")))
+}
+
+/// Parse "UID:GID" (numeric ids).
+pub fn parse_owner(s: &str) -> Result<(u32, u32)> {
+    let bad = || Error::invalid(format!("owner {s:?} is not numeric UID:GID like 0:0"));
+    let (u, g) = s.split_once(':').ok_or_else(bad)?;
+    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+}
+
+/// Check an extended attribute name: a known namespace and a non-empty rest.
+pub fn xattr_value(name: &str, value: &str) -> Result<Vec<u8>> {
+    let ok = ["user.", "security.", "trusted.", "system."]
+        .iter()
+        .any(|ns| name.strip_prefix(ns).is_some_and(|r| !r.is_empty()))
+        && name.len() <= 255;
+    if !ok {
+        return Err(Error::invalid(format!(
+            "xattr name {name:?} needs a namespace prefix (user., security., trusted., system.) and at most 255 bytes"
+        )));
+    }
+    let mut v = value.as_bytes().to_vec();
+    if name == "security.selinux" && !v.ends_with(&[0]) {
+        // The kernel stores SELinux labels NUL-terminated.
+        v.push(0);
+    }
+    Ok(v)
 }
 
 /// Plans edits against the guest, tracking files the plan itself changes.
@@ -298,6 +397,34 @@ pub fn plan(ops: &[Op], fs: &dyn FileSystem) -> Result<Vec<FsAction>> {
                 let path = guest_path(path)?;
                 p.pending.insert(path.clone(), None);
                 p.actions.push(FsAction::Delete { path });
+            }
+            Op::Hardlink { target, link } => {
+                p.actions.push(FsAction::Hardlink {
+                    target: guest_path(target)?,
+                    path: guest_path(link)?,
+                });
+            }
+            Op::Chown { owner, path } => {
+                let (uid, gid) = parse_owner(owner)?;
+                p.actions.push(FsAction::Chown {
+                    path: guest_path(path)?,
+                    uid,
+                    gid,
+                });
+            }
+            Op::SetTimes { path, mtime } => {
+                p.actions.push(FsAction::SetTimes {
+                    path: guest_path(path)?,
+                    atime: *mtime,
+                    mtime: *mtime,
+                });
+            }
+            Op::SetXattr { path, name, value } => {
+                p.actions.push(FsAction::SetXattr {
+                    path: guest_path(path)?,
+                    value: xattr_value(name, value)?,
+                    name: name.clone(),
+                });
             }
             Op::AppendLine { path, line } => {
                 let path = guest_path(path)?;

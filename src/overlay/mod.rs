@@ -6,6 +6,9 @@
 //! an unlinked temporary file beyond it, so a large injection stays within
 //! the process's memory budget.
 
+pub mod volume;
+pub use volume::VolumeDev;
+
 use crate::block::{check_range, BlockSource, Extent, ExtentKind, MapBuilder};
 use crate::error::{Error, IoContext, Result};
 use std::collections::BTreeMap;

@@ -266,8 +266,8 @@ impl Concat {
         })
     }
 
-    fn pieces(&self, offset: u64, len: u64) -> Vec<(u64, u64, u64)> {
-        // (volume offset, disk offset, len) pieces covering [offset, offset+len).
+    /// `(volume offset, disk offset, len)` pieces covering `[offset, offset+len)`.
+    pub fn pieces(&self, offset: u64, len: u64) -> Vec<(u64, u64, u64)> {
         let end = offset.saturating_add(len);
         let mut out = Vec::new();
         for &(vo, d, l) in &self.parts {

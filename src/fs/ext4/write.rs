@@ -29,15 +29,12 @@
 #![allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
 use super::{Ext4, Inode, ROOT_INO};
-use crate::block::slice::Slice;
-use crate::block::BlockSource;
 use crate::bytes::{le16, le32, sub, us};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{resolve, FileType};
 use crate::inject::FsAction;
-use crate::overlay::Overlay;
+use crate::overlay::VolumeDev;
 use crate::source::vhdx::crc::update as crc32c_raw;
-use std::sync::Arc;
 
 // s_feature_incompat ("Super Block").
 const IN_FILETYPE: u32 = 0x2;
@@ -138,8 +135,7 @@ fn rec_need(name_len: usize) -> usize {
 
 /// A writable ext4 filesystem on a region of an overlay.
 pub struct Ext4Writer {
-    ov: Arc<Overlay>,
-    start: u64,
+    dev: VolumeDev,
     len: u64,
     rd: Ext4,
     sb: Vec<u8>,
@@ -207,13 +203,13 @@ impl Node {
 }
 
 impl Ext4Writer {
-    /// Open the filesystem at `start..start+len` of `ov` for writing, refusing
+    /// Open the filesystem on the volume `dev` for writing, refusing
     /// (naming the reason) what this writer cannot keep consistent.
-    pub fn open(ov: Arc<Overlay>, start: u64, len: u64) -> Result<Self> {
-        let src: Arc<dyn BlockSource> = ov.clone();
-        let rd = Ext4::open(Arc::new(Slice::new(src, start, len)?))?;
+    pub fn open(dev: VolumeDev) -> Result<Self> {
+        let len = dev.len();
+        let rd = Ext4::open(dev.source())?;
         let mut sb = vec![0u8; 1024];
-        ov.read_at(start + super::SUPERBLOCK_OFFSET, &mut sb)?;
+        dev.read_at(super::SUPERBLOCK_OFFSET, &mut sb)?;
         let s = rd.superblock().clone();
         let refuse = |why: String| {
             Err(Error::unsupported(format!(
@@ -298,8 +294,7 @@ impl Ext4Writer {
             want.min(max_extra)
         };
         Ok(Ext4Writer {
-            ov,
-            start,
+            dev,
             len,
             rd,
             sb,
@@ -325,7 +320,7 @@ impl Ext4Writer {
                 self.len
             )));
         }
-        self.ov.write_at(self.start + off, data)
+        self.dev.write_at(off, data)
     }
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         if off
@@ -337,7 +332,7 @@ impl Ext4Writer {
                 self.len
             )));
         }
-        self.ov.read_at(self.start + off, buf)
+        self.dev.read_at(off, buf)
     }
     fn blocks_count(&self) -> u64 {
         self.rd.sb.blocks_count
@@ -1434,6 +1429,10 @@ impl Ext4Writer {
             FsAction::Symlink { target, path } => self.symlink(target, path, log),
             FsAction::Chmod { path, mode } => self.chmod(path, *mode, log),
             FsAction::Delete { path } => self.delete(path, log),
+            other => Err(Error::unsupported(format!(
+                "the ext4 writer cannot yet {}",
+                other.describe()
+            ))),
         }
     }
 
@@ -1562,10 +1561,10 @@ fn half_md4_transform(buf: &mut [u32; 4], inp: &[u32; 8]) {
     buf[3] = buf[3].wrapping_add(d);
 }
 
-/// Apply `actions` to the ext4 filesystem at `start..start+len` of `ov`;
+/// Apply `actions` to the ext4 filesystem on the volume `dev`;
 /// returns a log line per change.
-pub fn apply(ov: &Arc<Overlay>, start: u64, len: u64, actions: &[FsAction]) -> Result<Vec<String>> {
-    let mut w = Ext4Writer::open(ov.clone(), start, len)?;
+pub fn apply(dev: &VolumeDev, actions: &[FsAction]) -> Result<Vec<String>> {
+    let mut w = Ext4Writer::open(dev.clone())?;
     let mut log = Vec::new();
     for a in actions {
         w.apply_one(a, &mut log).map_err(|e| {
