@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod rpm;
+pub mod windows;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
