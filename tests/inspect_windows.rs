@@ -9,7 +9,8 @@
 
 mod common;
 
-use common::{pattern, require, run, run_output, s, tempdir};
+use common::windows::{mkntfs, software_hive, system_hive, with_ntfs_mounted};
+use common::{pattern, require, run, s, tempdir};
 use onramp::block::BlockSource;
 use onramp::fs::ntfs::NtfsFs;
 use onramp::fs::regf::writer::{build, KeySpec};
@@ -22,189 +23,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 // ---------------------------------------------------------------- fixtures
-
-const CCS: &str = "ControlSet001";
-
-fn system_hive() -> KeySpec {
-    let mut r = KeySpec::new("ROOT");
-    let c = |p: &str| format!("{CCS}\\{p}");
-    r.set("Select", Value::dword("Current", 1))
-        .set("Select", Value::dword("Default", 1))
-        .set("Select", Value::dword("LastKnownGood", 2))
-        .set("Setup", Value::sz("CmdLine", "oobe\\windeploy.exe"))
-        .set("Setup", Value::dword("SetupType", 2))
-        .set(
-            "Setup\\Status\\SysprepStatus",
-            Value::dword("GeneralizationState", 7),
-        )
-        .set(
-            &c("Control\\Session Manager\\Environment"),
-            Value::sz("PROCESSOR_ARCHITECTURE", "AMD64"),
-        )
-        .set(
-            &c("Control\\ComputerName\\ComputerName"),
-            Value::sz("ComputerName", "SQLSP01"),
-        )
-        .set(
-            &c("Services\\Tcpip\\Parameters"),
-            Value::sz("Hostname", "sqlsp01"),
-        )
-        .set(
-            &c("Control\\Terminal Server"),
-            Value::dword("fDenyTSConnections", 0),
-        )
-        .set(
-            &c("Control\\Terminal Server\\WinStations\\RDP-Tcp"),
-            Value::dword("PortNumber", 3389),
-        )
-        .set(
-            &c("Services\\partmgr\\Parameters"),
-            Value::dword("SanPolicy", 1),
-        )
-        .set(
-            &c("Control\\TimeZoneInformation"),
-            Value::dword("RealTimeIsUniversal", 1),
-        )
-        .set(
-            &c("Control\\TimeZoneInformation"),
-            Value::sz("TimeZoneKeyName", "UTC"),
-        )
-        .set(
-            &c("Services\\WindowsAzureGuestAgent"),
-            Value::dword("Start", 2),
-        )
-        .set(
-            &c("Services\\WindowsAzureGuestAgent"),
-            Value::expand_sz(
-                "ImagePath",
-                "C:\\WindowsAzure\\GuestAgent\\WindowsAzureGuestAgent.exe",
-            ),
-        )
-        .set(&c("Services\\RdAgent"), Value::dword("Start", 2))
-        .set(
-            &c("Services\\RdAgent"),
-            Value::expand_sz("ImagePath", "C:\\WindowsAzure\\Packages\\WaAppAgent.exe"),
-        )
-        .set(&c("Services\\TermService"), Value::dword("Start", 3))
-        .set(
-            &c("Services\\TermService"),
-            Value::expand_sz(
-                "ImagePath",
-                "%SystemRoot%\\System32\\svchost.exe -k NetworkService",
-            ),
-        )
-        .set(
-            &c("Control\\Session Manager\\Memory Management"),
-            Value::multi_sz("PagingFiles", &["?:\\pagefile.sys"]),
-        )
-        .set(
-            &c("Services\\SharedAccess\\Parameters\\FirewallPolicy\\DomainProfile"),
-            Value::dword("EnableFirewall", 1),
-        )
-        .set(
-            &c("Services\\SharedAccess\\Parameters\\FirewallPolicy\\StandardProfile"),
-            Value::dword("EnableFirewall", 0),
-        )
-        .set(
-            &c("Services\\SharedAccess\\Parameters\\FirewallPolicy\\PublicProfile"),
-            Value::dword("EnableFirewall", 1),
-        )
-        // A stale second control set that must not be read.
-        .set(
-            "ControlSet002\\Services\\partmgr\\Parameters",
-            Value::dword("SanPolicy", 3),
-        );
-    // Many services, as a real SYSTEM hive has (forces bigger lists).
-    for i in 0..150 {
-        r.set(
-            &c(&format!("Services\\svc{i:03}")),
-            Value::dword("Start", 3),
-        );
-    }
-    r
-}
-
-fn software_hive() -> KeySpec {
-    let mut r = KeySpec::new("ROOT");
-    let cv = "Microsoft\\Windows NT\\CurrentVersion";
-    let un = "Microsoft\\Windows\\CurrentVersion\\Uninstall";
-    let un32 = "WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall";
-    r.set(
-        cv,
-        Value::sz("ProductName", "Windows Server 2022 Datacenter"),
-    )
-    .set(cv, Value::sz("EditionID", "ServerDatacenter"))
-    .set(cv, Value::sz("InstallationType", "Server"))
-    .set(cv, Value::sz("CurrentVersion", "6.3"))
-    .set(cv, Value::sz("DisplayVersion", "21H2"))
-    .set(cv, Value::sz("CurrentBuildNumber", "20348"))
-    .set(cv, Value::sz("CurrentBuild", "20348"))
-    .set(cv, Value::dword("UBR", 2113))
-    .set(cv, Value::dword("CurrentMajorVersionNumber", 10))
-    .set(cv, Value::dword("CurrentMinorVersionNumber", 0))
-    .set(
-        "Microsoft\\Windows\\CurrentVersion\\Setup\\State",
-        Value::sz("ImageState", "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"),
-    )
-    .set(
-        &format!("{un}\\{{F2A5B2D1-0000-4B8B-9A1E-SQL2019}}"),
-        Value::sz("DisplayName", "Microsoft SQL Server 2019 (64-bit)"),
-    )
-    .set(
-        &format!("{un}\\{{F2A5B2D1-0000-4B8B-9A1E-SQL2019}}"),
-        Value::sz("DisplayVersion", "15.0.2000.5"),
-    )
-    .set(
-        &format!("{un}\\{{F2A5B2D1-0000-4B8B-9A1E-SQL2019}}"),
-        Value::sz("Publisher", "Microsoft Corporation"),
-    )
-    .set(
-        &format!("{un}\\SharePoint"),
-        Value::sz("DisplayName", "Microsoft SharePoint Server 2019"),
-    )
-    .set(
-        &format!("{un}\\SharePoint"),
-        Value::sz("DisplayVersion", "16.0.10337.12109"),
-    )
-    .set(&format!("{un}\\NoName"), Value::dword("SystemComponent", 1))
-    .set(
-        &format!("{un32}\\Notepad++"),
-        Value::sz("DisplayName", "Notepad++ (32-bit x86)"),
-    )
-    .set(
-        &format!("{un32}\\Notepad++"),
-        Value::sz("DisplayVersion", "8.6"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\Instance Names\\SQL",
-        Value::sz("MSSQLSERVER", "MSSQL15.MSSQLSERVER"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\Setup",
-        Value::sz("Version", "15.0.2000.5"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\Setup",
-        Value::sz("PatchLevel", "15.0.2000.5"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\Setup",
-        Value::sz("Edition", "Enterprise Edition"),
-    )
-    .set(
-        "Microsoft\\Shared Tools\\Web Server Extensions\\16.0",
-        Value::sz("Version", "16.0.10337.12109"),
-    )
-    .set(
-        "Microsoft\\Shared Tools\\Web Server Extensions\\16.0\\WSS",
-        Value::sz("SetupType", "CLEAN_INSTALL"),
-    )
-    .set(
-        "Microsoft\\Shared Tools\\Web Server Extensions\\Common",
-        Value::dword("x", 1),
-    );
-    r
-}
 
 /// A hive with every value type, large data and a key with many subkeys.
 fn types_hive() -> KeySpec {
@@ -477,37 +295,8 @@ fn make_volume() -> Option<Volume> {
     let img = dir.path().join("win.ntfs");
     let host = dir.path().join("tree");
     std::fs::create_dir_all(&host).unwrap();
-    run("truncate", &["-s", "16M", s(&img)]);
-    run(
-        "mkntfs",
-        &[
-            "-F",
-            "-q",
-            "-s",
-            "512",
-            "-c",
-            "4096",
-            "--fast",
-            "--force",
-            "-L",
-            "WINSYS",
-            s(&img),
-        ],
-    );
+    mkntfs(&img, "16M", "WINSYS");
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let m = run_output("ntfs-3g", &["-o", "compression", s(&img), s(&mnt)]);
-    if !m.status.success() {
-        let msg = format!(
-            "ntfs-3g mount failed: {}",
-            String::from_utf8_lossy(&m.stderr)
-        );
-        if common::in_ci() {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    }
     let put = |rel: &str, data: &[u8]| {
         let hp = host.join(rel);
         std::fs::create_dir_all(hp.parent().unwrap()).unwrap();
@@ -516,7 +305,7 @@ fn make_volume() -> Option<Volume> {
         std::fs::create_dir_all(mp.parent().unwrap()).unwrap();
         std::fs::write(&mp, data).unwrap();
     };
-    let result = std::panic::catch_unwind(|| {
+    with_ntfs_mounted(&img, &mnt, |mnt| {
         put(
             "Windows/System32/config/SYSTEM",
             &build(&system_hive(), "SYSTEM").unwrap(),
@@ -572,16 +361,7 @@ os.setxattr(sys.argv[1], 'system.ntfs_reparse_data', buf)
         mixed.extend((0..5_000).flat_map(|i| format!("tail {}\n", i * 7).into_bytes()));
         std::fs::write(mnt.join("Compressed/mixed.bin"), &mixed).unwrap();
         std::fs::write(host.join("Compressed_mixed.bin"), &mixed).unwrap();
-    });
-    let u = run_output("umount", &[s(&mnt)]);
-    assert!(
-        u.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&u.stderr)
-    );
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    })?;
     // And one file placed by ntfscp, without a mount.
     let notes = host.join("Windows/notes.txt");
     std::fs::write(&notes, b"placed by ntfscp\n").unwrap();

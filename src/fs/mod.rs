@@ -175,6 +175,7 @@ pub mod fat;
 pub mod ntfs;
 pub mod regf;
 pub mod write;
+pub mod sqlite;
 pub mod xfs;
 
 use crate::block::BlockSource;
