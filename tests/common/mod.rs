@@ -289,3 +289,4 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+pub mod convert;
