@@ -169,8 +169,7 @@ fn gce_tar_gz_from_gnu_tar() {
     }
     use std::os::unix::fs::FileExt;
     let d = tempdir();
-    let stage = d.path().join("stage");
-    std::fs::create_dir_all(&stage).unwrap();
+    let stage = subdir(d.path(), "stage");
     let raw = stage.join("disk.raw");
     let f = std::fs::File::create(&raw).unwrap();
     f.set_len(64 << 20).unwrap();
@@ -209,11 +208,9 @@ fn gce_tar_roundtrip_through_onramp() {
 }
 
 fn assert_fails_cleanly(input: &Path, dir: &Path, env: &[(&str, &str)], needle: &str) {
-    let outdir = dir.join("failout");
-    std::fs::create_dir_all(&outdir).unwrap();
+    let outdir = subdir(dir, "failout");
     let out = outdir.join("disk.raw");
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = subdir(dir, "tmp");
     let mut c = Command::new(onramp_bin());
     c.args(["convert", s(input), s(&out), "--to", "raw"])
         .env("TMPDIR", &tmp);
@@ -293,8 +290,7 @@ fn gce_tar_with_bad_checksum_or_extra_member_is_refused() {
         return;
     }
     let d = tempdir();
-    let stage = d.path().join("stage");
-    std::fs::create_dir_all(&stage).unwrap();
+    let stage = subdir(d.path(), "stage");
     std::fs::write(stage.join("disk.raw"), pattern(3, 1 << 20)).unwrap();
     std::fs::write(stage.join("extra.txt"), b"hello\n").unwrap();
     // Two members: disk.raw then extra.txt.

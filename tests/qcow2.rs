@@ -476,8 +476,7 @@ fn backing_refusals() {
     refused(&over, &[], &["base.qcow2", "--allow-backing"]);
 
     // Outside the image's directory: absolute, `..`, and a symlink out.
-    let sub = p.join("sub");
-    std::fs::create_dir(&sub).unwrap();
+    let sub = subdir(p, "sub");
     let abs = sub.join("abs.qcow2");
     mk(&abs, s(&base));
     refused(&abs, &["--allow-backing"], &["base.qcow2", "outside"]);

@@ -432,30 +432,19 @@ fn vmdk_stream_optimized_with_footer_matches_qemu() {
     // Footer corruptions.
     let len = std::fs::metadata(&img).unwrap().len();
     let foot = len - 1024;
-    let bad = variant(
-        d.path(),
-        &img,
-        "badfootmarker.vmdk",
-        len - 1536 + 12,
-        &7u32.to_le_bytes(),
-    );
-    expect_refused(d.path(), &["info", s(&bad)], "VMDK footer marker");
-    let bad = variant(
-        d.path(),
-        &img,
-        "badfootgrain.vmdk",
-        foot + 20,
-        &3u64.to_le_bytes(),
-    );
-    expect_refused(d.path(), &["info", s(&bad)], "grainSize");
-    let bad = variant(
-        d.path(),
-        &img,
-        "badfootgd.vmdk",
-        foot + 56,
-        &(1u64 << 40).to_le_bytes(),
-    );
-    expect_refused(d.path(), &["info", s(&bad)], "gdOffset");
+    for (name, at, bytes, want) in [
+        (
+            "badfootmarker.vmdk",
+            len - 1536 + 12,
+            u32_le(7),
+            "VMDK footer marker",
+        ),
+        ("badfootgrain.vmdk", foot + 20, u64_le(3), "grainSize"),
+        ("badfootgd.vmdk", foot + 56, u64_le(1 << 40), "gdOffset"),
+    ] {
+        let bad = variant(d.path(), &img, name, at, &bytes);
+        expect_refused(d.path(), &["info", s(&bad)], want);
+    }
 }
 
 #[test]
@@ -543,8 +532,7 @@ fn vmdk_descriptor_policy() {
         return;
     }
     let top = tempdir();
-    let d = top.path().join("img");
-    std::fs::create_dir(&d).unwrap();
+    let d = subdir(top.path(), "img");
     // A file just outside the image's directory that must never be opened.
     std::fs::write(top.path().join("x"), vec![7u8; 1 << 20]).unwrap();
     std::fs::write(d.join("flat.bin"), vec![1u8; 1 << 20]).unwrap();
@@ -765,6 +753,14 @@ fn ovf_text(disks: &[(&str, u64)], boot_order: &[usize]) -> String {
         .replace("ITEMS", &items)
 }
 
+/// Pack `members` of `src` into `dir/NAME` with GNU tar; `onramp info` of
+/// it is refused with `want` (see [`expect_refused`]).
+fn refuse_ova(dir: &Path, src: &Path, name: &str, members: &[&str], want: &str) {
+    let ova = dir.join(name);
+    gnu_tar(src, &ova, members);
+    expect_refused(dir, &["info", s(&ova)], want);
+}
+
 /// Write [`ovf_text`] of `disks` and `boot_order` to `path`.
 fn write_ovf(path: &Path, disks: &[(&str, u64)], boot_order: &[usize]) {
     std::fs::write(path, ovf_text(disks, boot_order)).unwrap();
@@ -793,8 +789,7 @@ fn ova_single_disk_sha256_manifest() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = subdir(d.path(), "src");
     let disk = make_ext4_disk(d.path(), "demo", 40);
     let vmdk = src.join("demo-disk1.vmdk");
     stream_vmdk(&disk, &vmdk);
@@ -838,8 +833,7 @@ fn ova_two_disks_and_sha1_manifest() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = subdir(d.path(), "src");
     let raw_a = holes_raw(d.path(), "a.raw", 12 << 20);
     let raw_b = d.path().join("b.raw");
     {
@@ -900,8 +894,7 @@ fn ova_hostile_members_exit_2() {
     }
     let top = tempdir();
     let d = top.path().join("in");
-    let src = d.join("sub");
-    std::fs::create_dir_all(&src).unwrap();
+    let src = subdir(&d, "sub");
     let raw = holes_raw(top.path(), "a.raw", 4 << 20);
     stream_vmdk(&raw, &src.join("disk.vmdk"));
     write_ovf(&src.join("vm.ovf"), &[("disk.vmdk", 4 << 20)], &[0]);
@@ -926,9 +919,13 @@ fn ova_hostile_members_exit_2() {
 
     // An OVF whose href climbs out.
     write_ovf(&src.join("vm.ovf"), &[("../outside.vmdk", 4 << 20)], &[0]);
-    let ova = d.join("href.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "../outside.vmdk");
+    refuse_ova(
+        &d,
+        &src,
+        "href.ova",
+        &["vm.ovf", "disk.vmdk"],
+        "../outside.vmdk",
+    );
     write_ovf(&src.join("vm.ovf"), &[("disk.vmdk", 4 << 20)], &[0]);
 
     // Absolute member name.
@@ -949,13 +946,21 @@ fn ova_hostile_members_exit_2() {
 
     // Symlink and hard link members.
     std::os::unix::fs::symlink("disk.vmdk", src.join("sym.vmdk")).unwrap();
-    let ova = d.join("sym.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "sym.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "symbolic link");
+    refuse_ova(
+        &d,
+        &src,
+        "sym.ova",
+        &["vm.ovf", "sym.vmdk"],
+        "symbolic link",
+    );
     std::fs::hard_link(src.join("disk.vmdk"), src.join("hard.vmdk")).unwrap();
-    let ova = d.join("hard.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk", "hard.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "hard link");
+    refuse_ova(
+        &d,
+        &src,
+        "hard.ova",
+        &["vm.ovf", "disk.vmdk", "hard.vmdk"],
+        "hard link",
+    );
     std::fs::remove_file(src.join("hard.vmdk")).unwrap();
 
     // Good archive, then header corruptions.
@@ -978,9 +983,13 @@ fn ova_hostile_members_exit_2() {
     expect_refused(&d, &["info", s(&p)], "tar header field size");
     // Not a disk at all inside: OVF says the disk is the OVF itself.
     write_ovf(&src.join("vm.ovf"), &[("nothere.vmdk", 4 << 20)], &[0]);
-    let ova = d.join("missing.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "nothere.vmdk");
+    refuse_ova(
+        &d,
+        &src,
+        "missing.ova",
+        &["vm.ovf", "disk.vmdk"],
+        "nothere.vmdk",
+    );
 }
 
 #[test]
@@ -989,8 +998,7 @@ fn ova_raw_disk_member_read_in_place() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = subdir(d.path(), "src");
     let raw = holes_raw(&src, "disk.img", 6 << 20);
     write_ovf(&src.join("vm.ovf"), &[("disk.img", 6 << 20)], &[0]);
     let ova = d.path().join("raw.ova");

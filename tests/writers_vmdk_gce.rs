@@ -109,8 +109,7 @@ fn gce_roundtrip(src: &Path, dir: &Path, extra: &[&str], want_size: u64) -> (Str
         lines[0].contains(&want_size.to_string()),
         "tar lists: {list}"
     );
-    let x = dir.join("x");
-    std::fs::create_dir_all(&x).unwrap();
+    let x = subdir(dir, "x");
     run("tar", &["-xSzf", s(&out), "-C", s(&x)]);
     let raw = x.join("disk.raw");
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), want_size);
@@ -173,8 +172,7 @@ fn gce_tar_ext4_disk_matches_gnu_tar_listing() {
     let src = make_ext4_disk(d.path(), "e", 40);
     gce_roundtrip(&src, &d.path().join("a"), &[], 1 << 30);
     // GNU tar's own archive of the same (grown) file lists the same member.
-    let stage = d.path().join("stage");
-    std::fs::create_dir_all(&stage).unwrap();
+    let stage = subdir(d.path(), "stage");
     run(
         "cp",
         &["--sparse=always", s(&src), s(&stage.join("disk.raw"))],

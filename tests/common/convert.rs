@@ -70,3 +70,10 @@ pub fn holes_raw(dir: &Path, name: &str, size: u64) -> std::path::PathBuf {
     super::make_raw_with_holes(&p, size);
     p
 }
+
+/// `parent/NAME`, created (with any missing parents) as a directory.
+pub fn subdir(parent: &Path, name: &str) -> std::path::PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+    d
+}
