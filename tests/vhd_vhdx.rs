@@ -298,8 +298,7 @@ fn refuse_patched(
 /// bytes (with holes) at its top: (guard, images, raw).
 fn chain_fixture(size: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let d = tempdir();
-    let dir = d.path().join("images");
-    std::fs::create_dir(&dir).unwrap();
+    let dir = subdir(d.path(), "images");
     let raw = holes_raw(d.path(), "base.raw", size);
     (d, dir, raw)
 }
@@ -500,12 +499,16 @@ fn make_vhd_child(
     written
 }
 
-/// The expected disk: the parent's raw with `written` laid over it.
-fn overlay(parent_raw: &Path, written: &[(u64, Vec<u8>)], out: &Path) {
-    std::fs::copy(parent_raw, out).unwrap();
+/// The expected disk of a child, `work/expected.raw`: qemu-img's raw of the
+/// parent image `parent` (format `fmt`) with the child's `written` sectors
+/// laid over it.
+fn expected_disk(parent: &Path, fmt: &str, written: &[(u64, Vec<u8>)], work: &Path) -> PathBuf {
+    let out = work.join("expected.raw");
+    qemu_raw(parent, fmt, &out);
     for (off, data) in written {
-        wr(out, *off, data);
+        wr(&out, *off, data);
     }
+    out
 }
 
 #[test]
@@ -516,8 +519,6 @@ fn vhd_differencing_reads_parent_through_bitmaps() {
     let (d, dir, raw) = chain_fixture(16 << 20);
     let parent = dir.join("parent.vhd");
     qemu_from_raw(&raw, &parent, "vpc", VHD_DYNAMIC);
-    let parent_raw = d.path().join("parent.raw");
-    qemu_raw(&parent, "vpc", &parent_raw);
     let child = dir.join("child.vhd");
     let written = make_vhd_child(
         &parent,
@@ -525,8 +526,7 @@ fn vhd_differencing_reads_parent_through_bitmaps() {
         Some(".\\parent.vhd"),
         Some("C:\\images\\parent.vhd"),
     );
-    let expected = d.path().join("expected.raw");
-    overlay(&parent_raw, &written, &expected);
+    let expected = expected_disk(&parent, "vpc", &written, d.path());
     let guard = Snapshot::new(&child);
     let pguard = Snapshot::new(&parent);
 
@@ -987,8 +987,6 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
     let (d, dir, raw) = chain_fixture(24 << 20);
     let parent = dir.join("parent.vhdx");
     qemu_from_raw(&raw, &parent, "vhdx", "");
-    let parent_raw = d.path().join("parent.raw");
-    qemu_raw(&parent, "vhdx", &parent_raw);
     let child = dir.join("child.vhdx");
     let written = make_vhdx_child(
         &parent,
@@ -997,8 +995,7 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
         Some("C:\\images\\parent.vhdx"),
         512,
     );
-    let expected = d.path().join("expected.raw");
-    overlay(&parent_raw, &written, &expected);
+    let expected = expected_disk(&parent, "vhdx", &written, d.path());
     let guard = Snapshot::new(&child);
 
     refuse_to_raw(
@@ -1058,8 +1055,6 @@ fn vhdx_differencing_4096_sectors() {
     let (d, dir, raw) = chain_fixture(16 << 20);
     let orig = d.path().join("parent-512.vhdx");
     qemu_from_raw(&raw, &orig, "vhdx", "");
-    let parent_raw = d.path().join("parent.raw");
-    qemu_raw(&orig, "vhdx", &parent_raw);
     let parent = dir.join("parent.vhdx");
     std::fs::copy(&orig, &parent).unwrap();
     let (_, meta) = vhdx_regions(&parent);
@@ -1067,8 +1062,7 @@ fn vhdx_differencing_4096_sectors() {
     wr(&parent, item, &4096u32.to_le_bytes());
     let child = dir.join("child.vhdx");
     let written = make_vhdx_child(&parent, &child, Some("parent.vhdx"), None, 4096);
-    let expected = d.path().join("expected.raw");
-    overlay(&parent_raw, &written, &expected);
+    let expected = expected_disk(&orig, "vhdx", &written, d.path());
     let j = check_child(&child, &expected, d.path(), false);
     assert_eq!(j["details"]["logical_sector_size"], 4096);
     assert_eq!(j["details"]["payload_blocks"]["chunk_ratio"], 32768);
