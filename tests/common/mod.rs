@@ -292,3 +292,4 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+pub mod convert;
