@@ -174,8 +174,8 @@ pub mod ext4;
 pub mod fat;
 pub mod ntfs;
 pub mod regf;
-pub mod write;
 pub mod sqlite;
+pub mod write;
 pub mod xfs;
 
 use crate::block::BlockSource;
