@@ -17,7 +17,9 @@
 //! - creates files and directories (`mkdir -p`): an MFT record from the
 //!   `$MFT` `$BITMAP` (record 24 upwards; the `$MFT` grows by 64 records when
 //!   none is free), `$STANDARD_INFORMATION` (v3, security id inherited from
-//!   the parent, or a copy of the parent's `$SECURITY_DESCRIPTOR`),
+//!   the parent, else a copy of the parent's small resident
+//!   `$SECURITY_DESCRIPTOR`, else the Administrators/Everyone descriptor
+//!   ntfs-3g gives new files),
 //!   `$FILE_NAME` in the Win32&DOS namespace when the name is already a valid
 //!   upper-case 8.3 name, Win32 otherwise (no generated short name: Windows
 //!   does the same with 8dot3 creation disabled), POSIX for names Win32
@@ -113,6 +115,9 @@ const MAX_ATTRS: usize = 512;
 const MAX_INDEX_DEPTH: usize = 32;
 /// Data runs of one attribute.
 const MAX_RUNS: usize = 1 << 20;
+
+/// Largest parent `$SECURITY_DESCRIPTOR` copied into a new record.
+const MAX_COPIED_SD: usize = 256;
 
 /// Seconds from 1601-01-01 to 1970-01-01.
 const FILETIME_UNIX_OFFSET: u64 = 11_644_473_600;
@@ -679,6 +684,31 @@ fn parse_node(b: &[u8], h: usize, what: &str) -> Result<Node> {
 
 fn filetime(unix: u64) -> u64 {
     (unix + FILETIME_UNIX_OFFSET) * 10_000_000
+}
+
+/// The security descriptor ntfs-3g gives files when the volume has no
+/// inheritable security id: self-relative ([MS-DTYP] 2.4.6), owner and group
+/// BUILTIN\\Administrators (S-1-5-32-544), a DACL with one ACE allowing
+/// Everyone (S-1-1-0) full control (0x1F01FF), inherited by objects and
+/// containers (flags OI|CI).
+fn default_sd() -> Vec<u8> {
+    let admins: [u8; 16] = [1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 0x02, 0, 0];
+    let mut v = vec![0u8; 80];
+    put(&mut v, 0, &[1, 0]);
+    w16(&mut v, 2, 0x8004); // SE_SELF_RELATIVE | SE_DACL_PRESENT
+    w32(&mut v, 4, 0x30); // owner
+    w32(&mut v, 8, 0x40); // group
+    w32(&mut v, 16, 0x14); // DACL
+    put(&mut v, 0x14, &[2, 0]);
+    w16(&mut v, 0x16, 28);
+    w16(&mut v, 0x18, 1);
+    put(&mut v, 0x1C, &[0, 0x3]); // ACCESS_ALLOWED, OI|CI
+    w16(&mut v, 0x1E, 20);
+    w32(&mut v, 0x20, 0x001F_01FF);
+    put(&mut v, 0x24, &[1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+    put(&mut v, 0x30, &admins);
+    put(&mut v, 0x40, &admins);
+    v
 }
 
 /// Namespace for a new name: Win32&DOS when it is already a valid upper-case
@@ -1823,9 +1853,12 @@ impl NtfsWriter {
             .unwrap_or_default();
         let sec_id = if psi.len() >= 72 { le32(&psi, 0x34) } else { 0 };
         let sd = if sec_id == 0 {
-            pr.get(AT_SECURITY_DESCRIPTOR, &[])
-                .filter(|a| !attr_nonres(a))
-                .map(|a| attr_value(a).to_vec())
+            Some(
+                pr.get(AT_SECURITY_DESCRIPTOR, &[])
+                    .filter(|a| !attr_nonres(a) && attr_value(a).len() <= MAX_COPIED_SD)
+                    .map(|a| attr_value(a).to_vec())
+                    .unwrap_or_else(default_sd),
+            )
         } else {
             None
         };
