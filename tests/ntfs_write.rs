@@ -556,3 +556,49 @@ fn refuses_unclean_logfile() {
         }
     }
 }
+
+#[test]
+fn edits_an_index_built_by_ntfs3g() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let vol = mkvol(dir.path(), "n.img", 24);
+    // ntfs-3g builds (and splits) the root index itself.
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, b"x").unwrap();
+    let mut names: Vec<String> = (0..150)
+        .map(|i| format!("ntfs3g_made_entry_{i:04}.txt"))
+        .collect();
+    for n in &names {
+        run("ntfscp", &["-q", s(&vol), s(&src), &format!("/{n}")]);
+    }
+    let out = dir.path().join("out.img");
+    inject(
+        &vol,
+        &out,
+        &[
+            write("/ntfs3g_made_entry_0007.txt", b"replaced"),
+            write("/added_by_onramp.txt", b"new"),
+            delete("/ntfs3g_made_entry_0100.txt"),
+        ],
+    )
+    .unwrap();
+    oracle_clean(&out);
+    names.retain(|n| n != "ntfs3g_made_entry_0100.txt");
+    names.push("added_by_onramp.txt".into());
+    names.sort_by_key(|n| n.to_uppercase());
+    let listed: Vec<String> = ntfsls(&out, "/")
+        .into_iter()
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    assert_eq!(listed, names);
+    assert_eq!(ntfscat(&out, "/ntfs3g_made_entry_0007.txt"), b"replaced");
+    assert_eq!(ntfscat(&out, "/ntfs3g_made_entry_0149.txt"), b"x");
+    assert_eq!(ntfscat(&out, "/added_by_onramp.txt"), b"new");
+    let ours: Vec<String> = reader_sorted(&out, "/")
+        .into_iter()
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    assert_eq!(ours, names);
+}
