@@ -204,6 +204,11 @@ fn create_replace_and_read_back() {
             write("/Windows/Setup/Scripts/SetupComplete.cmd", b"@echo off\r\n"),
             write("/README.TXT", b"8.3 name"),
             mkdir("/empty/dir"),
+            FsAction::SetTimes {
+                path: "/readme.txt".into(),
+                atime: 1_000_000_000,
+                mtime: 1_000_000_000,
+            },
         ],
     )
     .unwrap();
@@ -233,6 +238,12 @@ fn create_replace_and_read_back() {
     assert!(info.contains("Data Size:\t\t 5242880"), "{info}");
     let info = ntfsinfo(&out, "/README.TXT");
     assert!(info.contains("Win32 & DOS"), "{info}");
+    assert!(
+        info.contains("File Altered Time:\t Sun Sep  9 01:46:40 2001 UTC"),
+        "{info}"
+    );
+    let st = reader(&out).stat("/README.TXT").unwrap().unwrap();
+    assert_eq!(st.mtime, 1_000_000_000);
     // No inheritable security id on a mkntfs root: ntfs-3g's own default
     // descriptor (Administrators owner, Everyone full control).
     let info = ntfsinfo(&out, "/Windows/Setup/Scripts/SetupComplete.cmd");

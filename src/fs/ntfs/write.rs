@@ -24,6 +24,7 @@
 //!   upper-case 8.3 name, Win32 otherwise (no generated short name: Windows
 //!   does the same with 8dot3 creation disabled), POSIX for names Win32
 //!   forbids; an empty `$INDEX_ROOT` for directories;
+//! - sets access and modification times (`SetTimes`);
 //! - deletes files and empty directories (clusters, record and its bitmap bit
 //!   freed, sequence number bumped, index entries removed);
 //! - keeps `$MFTMirr` equal to the first records of `$MFT` and leaves
@@ -709,6 +710,12 @@ fn default_sd() -> Vec<u8> {
     put(&mut v, 0x30, &admins);
     put(&mut v, 0x40, &admins);
     v
+}
+
+/// FILETIME of a Unix time that may precede 1970 (clamped at 1601).
+fn filetime_signed(unix: i64) -> u64 {
+    let secs = unix.saturating_add(FILETIME_UNIX_OFFSET as i64).max(0) as u64;
+    secs.saturating_mul(10_000_000)
 }
 
 /// Namespace for a new name: Win32&DOS when it is already a valid upper-case
@@ -2008,40 +2015,76 @@ impl NtfsWriter {
             _ => Vec::new(),
         };
         let (alloc, size) = self.set_data(&mut r, data, old_runs)?;
-        // Times in $STANDARD_INFORMATION; sizes in every $FILE_NAME.
+        let now = self.now;
+        self.stamp(rec, r, Some((alloc, size)), now, now)
+    }
+
+    /// Write record `rec` with new times (and sizes) in `$STANDARD_INFORMATION`,
+    /// every `$FILE_NAME`, and the parents' index entries for it.
+    fn stamp(
+        &mut self,
+        rec: u64,
+        mut r: Record,
+        sizes: Option<(u64, u64)>,
+        mtime: u64,
+        atime: u64,
+    ) -> Result<()> {
+        let now = self.now;
+        let set = |v: &mut Vec<u8>, base: usize| {
+            w64(v, base + 8, mtime);
+            w64(v, base + 16, now);
+            w64(v, base + 24, atime);
+        };
         if let Some(i) = r.find(AT_STANDARD_INFORMATION, &[]) {
             let mut v = attr_value(r.attrs.get(i).map(Vec::as_slice).unwrap_or_default()).to_vec();
-            w64(&mut v, 8, self.now);
-            w64(&mut v, 16, self.now);
+            set(&mut v, 0);
             r.replace(i, resident_attr(AT_STANDARD_INFORMATION, &[], &v, false));
         }
+        let fix_key = |v: &mut Vec<u8>| {
+            if let Some((alloc, size)) = sizes {
+                w64(v, 0x28, alloc);
+                w64(v, 0x30, size);
+            }
+            set(v, 8);
+        };
         let mut parents = BTreeSet::new();
         let fns: Vec<usize> = (0..r.attrs.len())
             .filter(|&i| r.attrs.get(i).is_some_and(|a| attr_type(a) == AT_FILE_NAME))
             .collect();
         for i in fns {
-            {
-                let mut v =
-                    attr_value(r.attrs.get(i).map(Vec::as_slice).unwrap_or_default()).to_vec();
-                w64(&mut v, 0x28, alloc);
-                w64(&mut v, 0x30, size);
-                w64(&mut v, 0x10, self.now);
-                w64(&mut v, 0x18, self.now);
-                parents.insert(le64(&v, 0) & 0x0000_FFFF_FFFF_FFFF);
-                r.replace(i, resident_attr(AT_FILE_NAME, &[], &v, true));
-            }
+            let mut v = attr_value(r.attrs.get(i).map(Vec::as_slice).unwrap_or_default()).to_vec();
+            fix_key(&mut v);
+            parents.insert(le64(&v, 0) & 0x0000_FFFF_FFFF_FFFF);
+            r.replace(i, resident_attr(AT_FILE_NAME, &[], &v, true));
         }
         self.write_record(rec, &r)?;
         for p in parents {
             let mut entries = self.dir_entries(p)?;
             for e in entries.iter_mut().filter(|e| e.record() == rec) {
-                w64(&mut e.key, 0x28, alloc);
-                w64(&mut e.key, 0x30, size);
-                w64(&mut e.key, 0x10, self.now);
-                w64(&mut e.key, 0x18, self.now);
+                fix_key(&mut e.key);
             }
             self.write_index(p, entries)?;
         }
+        Ok(())
+    }
+
+    fn set_times(
+        &mut self,
+        path: &str,
+        atime: i64,
+        mtime: i64,
+        log: &mut Vec<String>,
+    ) -> Result<()> {
+        let (rec, _) = self
+            .lookup(path)?
+            .ok_or_else(|| Error::invalid(format!("NTFS: no such file: {path}")))?;
+        if rec < 16 {
+            return Err(Error::invalid(format!("NTFS: {path} is a system file")));
+        }
+        let r = self.record(rec)?;
+        self.check_editable(&r, path)?;
+        self.stamp(rec, r, None, filetime_signed(mtime), filetime_signed(atime))?;
+        log.push(format!("set times of {path}"));
         Ok(())
     }
 
@@ -2097,6 +2140,7 @@ impl NtfsWriter {
             FsAction::Mkdir { path, .. } => self.mkdir_p(path, log).map(|_| ()),
             FsAction::WriteFile { path, data, .. } => self.write_file(path, data, log),
             FsAction::Delete { path } => self.delete(path, log),
+            FsAction::SetTimes { path, atime, mtime } => self.set_times(path, *atime, *mtime, log),
             other => Err(Error::unsupported(format!(
                 "the NTFS writer cannot {} (NTFS has no POSIX modes, owners, symlinks or xattrs here)",
                 other.describe()
