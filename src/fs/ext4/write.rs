@@ -28,7 +28,7 @@
 //! slice access goes through checked helpers.
 #![allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
-use super::{Ext4, Inode, ROOT_INO};
+use super::{xattr, Ext4, Inode, ROOT_INO};
 use crate::bytes::{le16, le32, sub, us};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{resolve, FileType};
@@ -725,8 +725,10 @@ impl Ext4Writer {
         let mut data = Vec::new();
         let mut tree = Vec::new();
         if n.flags() & EXTENTS_FL == 0 {
-            let fast = n.ftype() == FileType::Symlink && n.blocks512() == 0;
-            if fast || n.blocks512() == 0 {
+            // A fast symlink keeps its target in i_block (e2fsprogs and the
+            // kernel decide by size); i_blocks may count an xattr block.
+            let fast = n.ftype() == FileType::Symlink && n.size() < 60;
+            if fast || n.blocks512() == self.ea_blocks512(n) {
                 return Ok((data, tree));
             }
             return Err(Error::unsupported(format!(
@@ -794,7 +796,7 @@ impl Ext4Writer {
         for t in tree {
             self.free_blocks(t, 1)?;
         }
-        n.set_blocks512(0);
+        n.set_blocks512(self.ea_blocks512(n));
         n.set_size(0);
         Ok(())
     }
@@ -857,7 +859,7 @@ impl Ext4Writer {
         let fl = (n.flags() | EXTENTS_FL) & !HUGE_FILE_FL;
         put32(&mut n.raw, 0x20, fl);
         n.set_size(data.len() as u64);
-        n.set_blocks512((nblocks + tree_blocks) * (self.bs / 512));
+        n.set_blocks512((nblocks + tree_blocks) * (self.bs / 512) + self.ea_blocks512(n));
         Ok(())
     }
 
@@ -1374,11 +1376,6 @@ impl Ext4Writer {
             .lookup(&parent)?
             .ok_or_else(|| Error::invalid(format!("{parent}: missing")))?;
         let mut n = self.node(i.ino)?;
-        if n.file_attr_block() != 0 {
-            return Err(Error::unsupported(format!(
-                "ext4 writer: {real} has an external extended-attribute block; deleting it is not supported"
-            )));
-        }
         let is_dir = n.ftype() == FileType::Dir;
         if is_dir && !self.rd.dir_entries(&i)?.is_empty() {
             return Err(Error::invalid(format!(
@@ -1400,6 +1397,7 @@ impl Ext4Writer {
         };
         if links == 0 {
             self.release_blocks(&mut n)?;
+            self.release_xattr_block(&mut n)?;
             put16(&mut n.raw, 0x1A, 0);
             put32(&mut n.raw, 0x14, self.now.max(1));
             self.put_node(&mut n)?;
@@ -1409,6 +1407,285 @@ impl Ext4Writer {
             self.put_node(&mut n)?;
         }
         log.push(format!("delete {real}"));
+        Ok(())
+    }
+
+    // ---- links, owners, times, xattrs ---------------------------------------
+
+    fn hardlink(&mut self, target: &str, path: &str, log: &mut Vec<String>) -> Result<()> {
+        let treal = self.resolve(target, false)?;
+        let ti = self
+            .rd
+            .lookup(&treal)?
+            .ok_or_else(|| Error::invalid(format!("hard link: {treal}: no such file")))?;
+        if ti.file_type() == FileType::Dir {
+            return Err(Error::invalid(format!(
+                "hard link: {treal} is a directory (directories cannot be hard-linked)"
+            )));
+        }
+        let ft = dirent_type(ti.mode);
+        let real = self.resolve(path, false)?;
+        if let Some(i) = self.rd.lookup(&real)? {
+            if i.ino == ti.ino {
+                log.push(format!("hard link {real} => {treal}: already linked"));
+                return Ok(());
+            }
+            if i.file_type() == FileType::Dir {
+                return Err(Error::invalid(format!(
+                    "hard link: {real} exists and is a directory"
+                )));
+            }
+            self.delete(&real, log)?;
+        }
+        if self.node(ti.ino)?.links() >= 65_000 {
+            return Err(Error::invalid(format!(
+                "hard link: {treal} has the most links ext4 allows (65000)"
+            )));
+        }
+        let (real, pino, name) = self.parent_for_create(&real, log)?;
+        let mut pn = self.node(pino)?;
+        self.add_entry(&mut pn, &name, ti.ino, ft)?;
+        self.put_node(&mut pn)?;
+        let mut n = self.node(ti.ino)?;
+        let l = n.links() + 1;
+        put16(&mut n.raw, 0x1A, l);
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!("hard link {real} => {treal}"));
+        Ok(())
+    }
+
+    fn existing(&self, path: &str, follow: bool, what: &str) -> Result<(String, Node)> {
+        let real = self.resolve(path, follow)?;
+        let i = self
+            .rd
+            .lookup(&real)?
+            .ok_or_else(|| Error::invalid(format!("{what}: {real}: no such file")))?;
+        Ok((real, self.node(i.ino)?))
+    }
+
+    fn chown(&mut self, path: &str, uid: u32, gid: u32, log: &mut Vec<String>) -> Result<()> {
+        let (real, mut n) = self.existing(path, true, "chown")?;
+        put16(&mut n.raw, 2, uid as u16);
+        put16(&mut n.raw, 0x78, (uid >> 16) as u16);
+        put16(&mut n.raw, 0x18, gid as u16);
+        put16(&mut n.raw, 0x7A, (gid >> 16) as u16);
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!("chown {uid}:{gid} {real}"));
+        Ok(())
+    }
+
+    /// Store `secs` in the time field at `lo` and the epoch bits of its
+    /// `_extra` field at `extra` ("Inode Timestamps"; nanoseconds 0).
+    fn put_time(n: &mut Node, lo: usize, extra: usize, secs: i64) -> Result<()> {
+        let wide = n.has_field(extra);
+        let max = if wide {
+            (3i64 << 32) + i64::from(i32::MAX)
+        } else {
+            i64::from(i32::MAX)
+        };
+        if secs < i64::from(i32::MIN) || secs > max {
+            return Err(Error::invalid(format!(
+                "time {secs} is outside what this ext4 inode can store ({} to {max})",
+                i32::MIN
+            )));
+        }
+        let low = secs as i32;
+        put32(&mut n.raw, lo, low as u32);
+        if wide {
+            let epoch = ((secs - i64::from(low)) >> 32) & 3;
+            put32(&mut n.raw, extra, epoch as u32);
+        }
+        Ok(())
+    }
+
+    fn touch_ctime(&self, n: &mut Node) {
+        // `now` fits in 32 unsigned bits; before 2106 the epoch bits are 0 or 1.
+        let _ = Self::put_time(n, 0xC, 0x84, i64::from(self.now));
+    }
+
+    fn set_times(
+        &mut self,
+        path: &str,
+        atime: i64,
+        mtime: i64,
+        log: &mut Vec<String>,
+    ) -> Result<()> {
+        let (real, mut n) = self.existing(path, true, "set times")?;
+        Self::put_time(&mut n, 0x8, 0x8C, atime)?;
+        Self::put_time(&mut n, 0x10, 0x88, mtime)?;
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!(
+            "set times of {real} (atime {atime}, mtime {mtime})"
+        ));
+        Ok(())
+    }
+
+    fn ea_blocks512(&self, n: &Node) -> u64 {
+        if n.file_attr_block() != 0 {
+            self.bs / 512
+        } else {
+            0
+        }
+    }
+
+    /// Read and check the external xattr block of `n`.
+    fn xattr_block(&self, n: &Node) -> Result<Option<(u64, Vec<u8>)>> {
+        let blk = n.file_attr_block();
+        if blk == 0 {
+            return Ok(None);
+        }
+        let b = self.read_blk(blk)?;
+        if le32(&b, 0) != xattr::MAGIC || le32(&b, 8) != 1 {
+            return Err(Error::corrupt(
+                format!("ext4 xattr block {blk} of inode {}", n.ino),
+                "h_magic / h_blocks",
+                blk * self.bs,
+                "0xea020000 and 1 block",
+                format!("{:#x} and {}", le32(&b, 0), le32(&b, 8)),
+            ));
+        }
+        Ok(Some((blk, b)))
+    }
+
+    fn xattr_block_csum(&self, blk: u64, b: &mut [u8]) {
+        if self.csum {
+            // ext4_xattr_block_csum: seed, le64 block number, block with h_checksum 0.
+            put32(b, 0x10, 0);
+            let c = crc32c_raw(self.seed, &blk.to_le_bytes());
+            let c = crc32c_raw(c, b);
+            put32(b, 0x10, c);
+        }
+    }
+
+    /// Drop `n`'s reference to its xattr block (freed when it was the last).
+    fn release_xattr_block(&self, n: &mut Node) -> Result<()> {
+        let Some((blk, mut b)) = self.xattr_block(n)? else {
+            return Ok(());
+        };
+        let refs = le32(&b, 4);
+        if refs > 1 {
+            put32(&mut b, 4, refs - 1);
+            self.xattr_block_csum(blk, &mut b);
+            self.write_blk(blk, &b)?;
+        } else {
+            self.free_blocks(blk, 1)?;
+        }
+        let ea = self.ea_blocks512(n);
+        n.set_blocks512(n.blocks512().saturating_sub(ea));
+        n.set_file_attr_block(0);
+        Ok(())
+    }
+
+    /// Start of the in-inode xattr area (where its magic goes), or None
+    /// when the inode has no room for one.
+    fn ibody_start(&self, n: &mut Node) -> Option<usize> {
+        if n.raw.len() <= 128 {
+            return None;
+        }
+        if n.extra_isize() == 0 && self.extra_isize >= 4 {
+            // An old inode without extra fields: give it the filesystem's.
+            let e = usize::from(self.extra_isize);
+            if let Some(d) = n.raw.get_mut(0x80..128 + e) {
+                d.fill(0);
+            }
+            put16(&mut n.raw, 0x80, self.extra_isize);
+        }
+        let start = 128 + n.extra_isize();
+        (n.extra_isize() >= 4 && start + 8 + 16 <= n.raw.len()).then_some(start)
+    }
+
+    fn set_xattr(
+        &mut self,
+        path: &str,
+        name: &str,
+        value: &[u8],
+        log: &mut Vec<String>,
+    ) -> Result<()> {
+        // Like lsetxattr: the path itself, a symlink is labelled, not followed.
+        let (real, mut n) = self.existing(path, false, "set xattr")?;
+        let new = xattr::Xattr::from_user(name, value)?;
+        let start = self.ibody_start(&mut n);
+        let what = format!("inode {}", n.ino);
+        let mut all = match start {
+            Some(s) if le32(&n.raw, s) == xattr::MAGIC => {
+                xattr::parse(n.raw.get(s..).unwrap_or(&[]), 4, 4, &what)?
+            }
+            _ => Vec::new(),
+        };
+        let old_block = self.xattr_block(&n)?;
+        if let Some((_, b)) = &old_block {
+            all.extend(xattr::parse(b, xattr::BLOCK_HEADER, 0, &what)?);
+        }
+        all.retain(|x| !(x.index == new.index && x.name == new.name));
+        all.push(new);
+        // In the inode body while they fit (magic and end marker take 8), then the block.
+        let cap = start.map_or(0, |s| n.raw.len() - s);
+        let (mut inb, mut blk) = (Vec::new(), Vec::new());
+        let mut used = 8;
+        for x in all {
+            let need = x.entry_len() + x.value_len();
+            if start.is_some() && used + need <= cap {
+                used += need;
+                inb.push(x);
+            } else {
+                blk.push(x);
+            }
+        }
+        // Build the block first: a value too large fails before anything is written.
+        let mut bbuf = Vec::new();
+        if !blk.is_empty() {
+            xattr::sort_for_block(&mut blk);
+            bbuf = vec![0u8; us(self.bs)];
+            put32(&mut bbuf, 0, xattr::MAGIC);
+            put32(&mut bbuf, 4, 1);
+            put32(&mut bbuf, 8, 1);
+            let hashes = xattr::encode(&mut bbuf, xattr::BLOCK_HEADER, 0, &blk, true)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "set xattr {name} on {real}: the attributes do not fit in the inode and one {}-byte block",
+                        self.bs
+                    ))
+                })?;
+            put32(&mut bbuf, 0xC, xattr::block_hash(&hashes));
+        }
+        if let Some(s) = start {
+            let area = n.raw.get_mut(s..).unwrap_or(&mut []);
+            area.fill(0);
+            if !inb.is_empty() {
+                put32(area, 0, xattr::MAGIC);
+                xattr::encode(area, 4, 4, &inb, false)
+                    .ok_or_else(|| Error::invalid("ext4 writer: in-inode xattr layout"))?;
+            }
+        }
+        if bbuf.is_empty() {
+            self.release_xattr_block(&mut n)?;
+        } else {
+            let target = match &old_block {
+                Some((b, old)) if le32(old, 4) == 1 => *b,
+                _ => {
+                    self.release_xattr_block(&mut n)?;
+                    let run = self.alloc_blocks(1, self.group_of_ino(n.ino))?;
+                    let b = run
+                        .first()
+                        .map(|r| r.0)
+                        .ok_or_else(|| enospc("xattr block"))?;
+                    n.set_file_attr_block(b);
+                    n.set_blocks512(n.blocks512() + self.bs / 512);
+                    b
+                }
+            };
+            self.xattr_block_csum(target, &mut bbuf);
+            self.write_blk(target, &bbuf)?;
+        }
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!(
+            "set xattr {name} on {real} ({} bytes)",
+            value.len()
+        ));
         Ok(())
     }
 
@@ -1429,10 +1706,10 @@ impl Ext4Writer {
             FsAction::Symlink { target, path } => self.symlink(target, path, log),
             FsAction::Chmod { path, mode } => self.chmod(path, *mode, log),
             FsAction::Delete { path } => self.delete(path, log),
-            other => Err(Error::unsupported(format!(
-                "the ext4 writer cannot yet {}",
-                other.describe()
-            ))),
+            FsAction::Hardlink { target, path } => self.hardlink(target, path, log),
+            FsAction::Chown { path, uid, gid } => self.chown(path, *uid, *gid, log),
+            FsAction::SetTimes { path, atime, mtime } => self.set_times(path, *atime, *mtime, log),
+            FsAction::SetXattr { path, name, value } => self.set_xattr(path, name, value, log),
         }
     }
 
@@ -1445,6 +1722,36 @@ impl Ext4Writer {
 impl Node {
     fn file_attr_block(&self) -> u64 {
         u64::from(le32(&self.raw, 0x68)) | (u64::from(le16(&self.raw, 0x76)) << 32)
+    }
+    fn set_file_attr_block(&mut self, b: u64) {
+        put32(&mut self.raw, 0x68, b as u32);
+        put16(&mut self.raw, 0x76, (b >> 32) as u16);
+    }
+    /// i_extra_isize (0 for 128-byte inodes).
+    fn extra_isize(&self) -> usize {
+        if self.raw.len() > 128 {
+            usize::from(le16(&self.raw, 0x80))
+        } else {
+            0
+        }
+    }
+    /// True when the inode's extra fields reach the 4 bytes at `off`.
+    fn has_field(&self, off: usize) -> bool {
+        self.raw.len() > 128 && 128 + self.extra_isize() >= off + 4
+    }
+}
+
+/// ext4_dir_entry_2.file_type for an inode mode.
+fn dirent_type(mode: u16) -> u8 {
+    match mode & 0xF000 {
+        0x1000 => 5,
+        0x2000 => 3,
+        0x4000 => FT_DIR,
+        0x6000 => 4,
+        0x8000 => FT_FILE,
+        0xA000 => FT_SYMLINK,
+        0xC000 => 6,
+        _ => 0,
     }
 }
 
