@@ -435,3 +435,36 @@ fn hardlink_to_directory_refused() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn agent_bundle_owners_land() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = disk(dir.path(), "own", 16, &[], 0);
+    let b = dir.path().join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("a.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(
+        b.join("agent.yaml"),
+        "name: owners\nversion: \"1\"\nfiles:\n  - {src: a.sh, dest: /usr/lib/x/a.sh, mode: \"0750\", owner: \"1234:70000\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.raw");
+    onramp_ok(&[
+        "customize",
+        img.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "raw",
+        "--agent",
+        b.to_str().unwrap(),
+    ]);
+    let part = dir.path().join("after.part");
+    extract(&out, &part);
+    fsck_ok(&part);
+    let st = text(debugfs(&part, "stat /usr/lib/x/a.sh"));
+    assert!(st.contains("User:  1234   Group: 70000"), "{st}");
+    assert!(st.contains("Mode:  0750"), "{st}");
+}
