@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-const TOOLS: &[&str] = &["mkfs.ext4", "e2fsck", "debugfs"];
+const TOOLS: &[&str] = &["mkfs.ext4", "e2fsck", "debugfs", "tune2fs"];
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -465,4 +465,116 @@ fn random_sequences_4k_no_csum() {
 #[test]
 fn random_sequences_1k_no_csum_128_inodes() {
     sequences(&["-b", "1024", "-O", "^metadata_csum", "-I", "128"]);
+}
+
+/// Fill an htree directory (made by mkfs.ext4 -d) until its leaves split;
+/// e2fsck checks the index (hash order, counts, checksums), debugfs lists
+/// every name.
+fn htree_split(opts: &[&str], hash: Option<&str>) {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("big")).unwrap();
+    for i in 0..400 {
+        std::fs::write(tree.join(format!("big/entry_with_a_long_name_{i}")), "x").unwrap();
+    }
+    let part = dir.path().join("fs.part");
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let mut args = vec!["-q", "-F", "-E", "root_owner=0:0", "-d"];
+    let t = tree.to_str().unwrap().to_string();
+    args.push(&t);
+    args.extend_from_slice(opts);
+    let o = Command::new("mkfs.ext4")
+        .args(&args)
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    if let Some(alg) = hash {
+        let o = Command::new("tune2fs")
+            .args(["-E", &format!("hash_alg={alg}")])
+            .arg(&part)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Index every directory (and rehash with the default hash): e2fsck -D.
+    let o = Command::new("e2fsck")
+        .arg("-fyD")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(o.status.code().unwrap_or(8) <= 1, "e2fsck -fyD");
+    let flags = |p: &Path| {
+        let o = Command::new("debugfs")
+            .args(["-R", "stat /big"])
+            .arg(p)
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        u32::from_str_radix(field(&s, "Flags:").trim_start_matches("0x"), 16).unwrap()
+    };
+    assert!(flags(&part) & 0x1000 != 0, "mkfs made /big an htree");
+    let src = Arc::new(RawReader::open(&part).unwrap());
+    let ov = Arc::new(Overlay::new(src, None));
+    let dev = VolumeDev::range(ov, 0, 16 << 20).unwrap();
+    let actions: Vec<FsAction> = (0..800)
+        .map(|i| FsAction::WriteFile {
+            path: format!("/big/added_{i}_{}", "y".repeat(i % 40)),
+            data: vec![],
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        })
+        .collect();
+    apply(&dev, "ext4", &actions).unwrap();
+    let out = dir.path().join("after.part");
+    let mut buf = vec![0u8; 16 << 20];
+    dev.read_at(0, &mut buf).unwrap();
+    std::fs::write(&out, &buf).unwrap();
+    let o = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{opts:?}: e2fsck -fn:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(flags(&out) & 0x1000 != 0, "still an htree");
+    let ls = debugfs_script(&out, "ls -p /big\n");
+    let names: std::collections::BTreeSet<&str> =
+        ls.lines().filter_map(|l| l.split('/').nth(5)).collect();
+    for i in 0..400 {
+        assert!(names.contains(format!("entry_with_a_long_name_{i}").as_str()));
+    }
+    for a in &actions {
+        let FsAction::WriteFile { path, .. } = a else {
+            unreachable!()
+        };
+        assert!(names.contains(&path[5..]), "{path} listed");
+    }
+}
+
+#[test]
+fn htree_split_1k_half_md4() {
+    htree_split(&["-b", "1024"], None);
+}
+#[test]
+fn htree_split_1k_tea_no_csum() {
+    htree_split(&["-b", "1024", "-O", "^metadata_csum"], Some("tea"));
+}
+#[test]
+fn htree_split_1k_legacy() {
+    htree_split(&["-b", "1024"], Some("legacy"));
+}
+#[test]
+fn htree_split_4k() {
+    htree_split(&[], None);
 }

@@ -1036,7 +1036,7 @@ impl Ext4Writer {
 
     fn add_htree(
         &self,
-        dir: &Node,
+        dir: &mut Node,
         blocks: &[(u64, u64)],
         nm: &[u8],
         ino: u32,
@@ -1052,60 +1052,211 @@ impl Ext4Writer {
         if levels > 1 {
             return Err(Error::unsupported("ext4 htree with more than two levels"));
         }
-        let s_flags = le32(&self.sb, 0x160);
-        let unsigned = s_flags & 0x2 != 0;
-        let version = if hash_version == 1 && unsigned {
-            4
-        } else {
-            hash_version
-        };
-        let hash = match version {
-            1 | 4 => half_md4_hash(nm, self.hash_seed(), version == 4),
-            v => {
-                return Err(Error::unsupported(format!(
-                    "ext4 htree hash version {v} is not supported by the writer (half-MD4 only)"
-                )))
-            }
-        };
+        let hash_of = |name: &[u8]| self.dx_hash(hash_version, name);
+        let hash = hash_of(nm)?;
         let mut node = root.clone();
+        let mut node_p = root_p;
         let mut off = 0x18 + info_len;
         let mut leaf_lg = 0u64;
+        let mut slot = 0usize;
         for level in 0..=levels {
             let count = usize::from(le16(&node, off + 2));
             let limit = usize::from(le16(&node, off));
-            if count == 0 || count > limit || off + count * 8 > node.len() {
+            if count == 0 || count > limit || off + limit * 8 > node.len() {
                 return Err(Error::corrupt_msg(format!(
                     "ext4 htree of inode {}: bad dx count",
                     dir.ino
                 )));
             }
-            let mut chosen = u64::from(le32(&node, off + 4) & 0x0FFF_FFFF);
+            slot = 0;
             for i in 1..count {
-                let h = le32(&node, off + i * 8);
-                if h > hash {
+                if le32(&node, off + i * 8) > hash {
                     break;
                 }
-                chosen = u64::from(le32(&node, off + i * 8 + 4) & 0x0FFF_FFFF);
+                slot = i;
             }
+            let chosen = u64::from(le32(&node, off + slot * 8 + 4) & 0x0FFF_FFFF);
             if level == levels {
                 leaf_lg = chosen;
             } else {
-                let p = phys(chosen)
+                node_p = phys(chosen)
                     .ok_or_else(|| Error::corrupt_msg("ext4 htree: index block not mapped"))?;
-                node = self.read_blk(p)?;
+                node = self.read_blk(node_p)?;
                 off = 8;
             }
         }
         let p = phys(leaf_lg).ok_or_else(|| Error::corrupt_msg("ext4 htree: leaf not mapped"))?;
         let mut b = self.read_blk(p)?;
-        if !self.place(&mut b, nm, ino, ft) {
+        if self.place(&mut b, nm, ino, ft) {
+            self.dir_tail(dir, &mut b);
+            return self.write_blk(p, &b);
+        }
+        self.split_leaf(
+            dir,
+            (p, &b),
+            (node_p, &mut node, off, slot),
+            (nm, ino, ft, hash),
+            &hash_of,
+        )
+    }
+
+    /// Split the full htree leaf `leaf` (physical block, bytes) in two by
+    /// hash, add the new entry to its half, and index the new block right
+    /// after the leaf's entry in its index node (which must have room).
+    fn split_leaf(
+        &self,
+        dir: &mut Node,
+        leaf: (u64, &[u8]),
+        parent: (u64, &mut [u8], usize, usize),
+        new: (&[u8], u32, u8, u32),
+        hash_of: &dyn Fn(&[u8]) -> Result<u32>,
+    ) -> Result<()> {
+        let (leaf_p, b) = leaf;
+        let (node_p, node, off, slot) = parent;
+        let count = usize::from(le16(node, off + 2));
+        let limit = usize::from(le16(node, off));
+        if count >= limit {
             return Err(Error::unsupported(format!(
-                "ext4 writer: htree leaf full in directory inode {} (splitting htree leaves is not supported)",
+                "ext4 writer: htree index of directory inode {} is full (adding an index level is not supported)",
                 dir.ino
             )));
         }
-        self.dir_tail(dir, &mut b);
-        self.write_blk(p, &b)
+        // Live entries of the leaf, plus the new one, by hash.
+        let mut ents: Vec<(u32, Vec<u8>, u32, u8)> = Vec::new();
+        let end = self.usable();
+        let mut pos = 0usize;
+        while pos + 8 <= end {
+            let rec = usize::from(le16(b, pos + 4));
+            if rec < 8 || pos + rec > end {
+                break;
+            }
+            let e_ino = le32(b, pos);
+            let nl = usize::from(b.get(pos + 6).copied().unwrap_or(0));
+            if e_ino != 0 && pos + 8 + nl <= end {
+                let name = sub(b, pos + 8, nl).to_vec();
+                let ft = b.get(pos + 7).copied().unwrap_or(0);
+                ents.push((hash_of(&name)?, name, e_ino, ft));
+            }
+            pos += rec;
+        }
+        let (nm, ino, ft, hash) = new;
+        ents.push((hash, nm.to_vec(), ino, ft));
+        ents.sort_by_key(|e| e.0);
+        // Split near half the bytes, on a change of hash (equal hashes stay together).
+        let total: usize = ents.iter().map(|e| rec_need(e.1.len())).sum();
+        let mut acc = 0usize;
+        let mut mid = ents.len();
+        for (i, e) in ents.iter().enumerate() {
+            if acc >= total / 2 {
+                mid = i;
+                break;
+            }
+            acc += rec_need(e.1.len());
+        }
+        let boundary = |i: usize| {
+            i > 0 && matches!((ents.get(i), ents.get(i - 1)), (Some(a), Some(b)) if a.0 != b.0)
+        };
+        let mut m = mid;
+        while m < ents.len() && !boundary(m) {
+            m += 1;
+        }
+        if m == ents.len() {
+            m = mid;
+            while m > 0 && !boundary(m) {
+                m -= 1;
+            }
+        }
+        if m == 0 {
+            return Err(Error::unsupported(format!(
+                "ext4 writer: htree leaf of directory inode {} is full of one hash value",
+                dir.ino
+            )));
+        }
+        let (lo, hi) = ents.split_at(m);
+        let split_hash = hi.first().map_or(0, |e| e.0);
+        let fill = |part: &[(u32, Vec<u8>, u32, u8)]| -> Result<Vec<u8>> {
+            let mut nb = vec![0u8; us(self.bs)];
+            put16(&mut nb, 4, self.usable() as u16);
+            for (_, name, i, t) in part {
+                if !self.place(&mut nb, name, *i, *t) {
+                    return Err(Error::unsupported(format!(
+                        "ext4 writer: htree leaf split of directory inode {} does not fit",
+                        dir.ino
+                    )));
+                }
+            }
+            self.dir_tail(dir, &mut nb);
+            Ok(nb)
+        };
+        let lo_b = fill(lo)?;
+        let hi_b = fill(hi)?;
+        // The new block goes at the end of the directory.
+        let logical = dir.size() / self.bs;
+        let run = self.alloc_blocks(1, self.group_of_ino(dir.ino))?;
+        let np = run
+            .first()
+            .map(|r| r.0)
+            .ok_or_else(|| enospc("directory block"))?;
+        self.append_extent(dir, logical, np)?;
+        dir.set_size(dir.size() + self.bs);
+        dir.set_blocks512(dir.blocks512() + self.bs / 512);
+        self.write_blk(leaf_p, &lo_b)?;
+        self.write_blk(np, &hi_b)?;
+        // Insert (split_hash, logical) after the leaf's slot in the index node.
+        let at = off + (slot + 1) * 8;
+        let tail_end = off + count * 8;
+        if let Some(win) = node.get_mut(at..tail_end + 8) {
+            win.copy_within(0..tail_end - at, 8);
+        }
+        put32(node, at, split_hash);
+        put32(node, at + 4, logical as u32);
+        put16(node, off + 2, (count + 1) as u16);
+        self.dx_csum(dir, node, off);
+        self.write_blk(node_p, node)
+    }
+
+    /// dx_tail checksum of an htree index block (root or node) whose
+    /// count/limit sits at `off` ("Hash Tree Directories", dx_tail).
+    fn dx_csum(&self, dir: &Node, b: &mut [u8], off: usize) {
+        if !self.csum {
+            return;
+        }
+        let limit = usize::from(le16(b, off));
+        let count = usize::from(le16(b, off + 2));
+        let t = off + limit * 8;
+        let mut c = crc32c_raw(
+            self.inode_seed(dir.ino, le32(&dir.raw, 0x64)),
+            sub(b, 0, off + count * 8),
+        );
+        c = crc32c_raw(c, sub(b, t, 4));
+        c = crc32c_raw(c, &[0; 4]);
+        put32(b, t + 4, c);
+    }
+
+    /// The htree hash of `name` for the root's hash version ("Hash Tree
+    /// Directories": 0 legacy, 1 half-MD4, 2 TEA; +3 when the superblock says
+    /// chars are unsigned), with the kernel's end-of-directory adjustment.
+    fn dx_hash(&self, version: u8, name: &[u8]) -> Result<u32> {
+        let unsigned = le32(&self.sb, 0x160) & 0x2 != 0;
+        let (base, unsigned) = match version {
+            0..=2 => (version, unsigned),
+            3..=5 => (version - 3, true),
+            v => {
+                return Err(Error::unsupported(format!(
+                    "ext4 htree hash version {v} is not supported by the writer"
+                )))
+            }
+        };
+        let h = match base {
+            0 => legacy_hash(name, unsigned),
+            1 => half_md4_hash(name, self.hash_seed(), unsigned),
+            _ => tea_hash(name, self.hash_seed(), unsigned),
+        } & !1;
+        Ok(if h == 0x7FFF_FFFF << 1 {
+            0x7FFF_FFFE << 1
+        } else {
+            h
+        })
     }
 
     fn hash_seed(&self) -> [u32; 4] {
@@ -1783,12 +1934,13 @@ pub fn half_md4_hash(name: &[u8], seed: [u32; 4], unsigned: bool) -> u32 {
     buf[1] & !1
 }
 
-fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32; 8], unsigned: bool) {
+fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32], unsigned: bool) {
+    let words = out.len();
     let len32 = len as u32;
     let pad = len32 | (len32 << 8);
     let pad = pad | (pad << 16);
     let mut val = pad;
-    let n = msg.len().min(32);
+    let n = msg.len().min(words * 4);
     let mut idx = 0usize;
     for (i, &c) in msg.iter().take(n).enumerate() {
         let cv = if unsigned {
@@ -1808,18 +1960,69 @@ fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32; 8], unsigned: bool) {
             val = pad;
         }
     }
-    if idx < 8 {
+    if idx < words {
         if let Some(o) = out.get_mut(idx) {
             *o = val;
         }
         idx += 1;
     }
-    while idx < 8 {
+    while idx < words {
         if let Some(o) = out.get_mut(idx) {
             *o = pad;
         }
         idx += 1;
     }
+}
+
+/// The htree "TEA" name hash (fs/ext4/hash.c, DX_HASH_TEA): 16 bytes at a
+/// time into 4 words, 16 rounds of the TEA transform each.
+#[allow(clippy::indexing_slicing)] // fixed-size arrays indexed by constants
+pub fn tea_hash(name: &[u8], seed: [u32; 4], unsigned: bool) -> u32 {
+    let mut buf = seed;
+    let mut rest = name;
+    loop {
+        let (chunk, next) = rest.split_at(rest.len().min(16));
+        let mut input = [0u32; 4];
+        str2hashbuf(chunk, rest.len(), &mut input, unsigned);
+        let (mut b0, mut b1) = (buf[0], buf[1]);
+        let [a, b, c, d] = input;
+        let mut sum = 0u32;
+        for _ in 0..16 {
+            sum = sum.wrapping_add(0x9E37_79B9);
+            b0 = b0.wrapping_add(
+                (b1 << 4).wrapping_add(a) ^ b1.wrapping_add(sum) ^ (b1 >> 5).wrapping_add(b),
+            );
+            b1 = b1.wrapping_add(
+                (b0 << 4).wrapping_add(c) ^ b0.wrapping_add(sum) ^ (b0 >> 5).wrapping_add(d),
+            );
+        }
+        buf[0] = buf[0].wrapping_add(b0);
+        buf[1] = buf[1].wrapping_add(b1);
+        if rest.len() <= 16 {
+            break;
+        }
+        rest = next;
+    }
+    buf[0]
+}
+
+/// The htree "legacy" name hash (fs/ext4/hash.c, dx_hack_hash).
+pub fn legacy_hash(name: &[u8], unsigned: bool) -> u32 {
+    let (mut h0, mut h1) = (0x12a3_fe2du32, 0x37ab_e8f9u32);
+    for &c in name {
+        let cv = if unsigned {
+            u32::from(c)
+        } else {
+            i32::from(c as i8) as u32
+        };
+        let mut h = h1.wrapping_add(h0 ^ cv.wrapping_mul(7_152_373));
+        if h & 0x8000_0000 != 0 {
+            h = h.wrapping_sub(0x7fff_ffff);
+        }
+        h1 = h0;
+        h0 = h;
+    }
+    h0 << 1
 }
 
 #[allow(clippy::indexing_slicing)] // fixed-size arrays indexed by constants
