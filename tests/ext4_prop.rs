@@ -578,3 +578,81 @@ fn htree_split_1k_legacy() {
 fn htree_split_4k() {
     htree_split(&[], None);
 }
+
+/// Fragment free space (900 one-block files, every other one deleted), then
+/// write a file that must use the holes: about 450 extents, more than the
+/// inode and four leaves hold, so the tree grows an index level (depth 2).
+#[test]
+fn deep_extent_tree_on_fragmented_space() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let part = dir.path().join("fs.part");
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let o = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "1024", "-E", "root_owner=0:0"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let src = Arc::new(RawReader::open(&part).unwrap());
+    let ov = Arc::new(Overlay::new(src, None));
+    let dev = VolumeDev::range(ov, 0, 16 << 20).unwrap();
+    let small: Vec<FsAction> = (0..900)
+        .map(|i| FsAction::WriteFile {
+            path: format!("/s/{i}"),
+            data: vec![b's'; 1000],
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        })
+        .collect();
+    apply(&dev, "ext4", &small).unwrap();
+    let del: Vec<FsAction> = (0..900)
+        .step_by(2)
+        .map(|i| FsAction::Delete {
+            path: format!("/s/{i}"),
+        })
+        .collect();
+    apply(&dev, "ext4", &del).unwrap();
+    let data = pattern(7, 700 * 1024);
+    apply(
+        &dev,
+        "ext4",
+        &[FsAction::WriteFile {
+            path: "/s/big".into(),
+            data: data.clone(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }],
+    )
+    .unwrap();
+    let out = dir.path().join("after.part");
+    let mut buf = vec![0u8; 16 << 20];
+    dev.read_at(0, &mut buf).unwrap();
+    std::fs::write(&out, &buf).unwrap();
+    let o = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck -fn:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let d = dir.path().join("big.out");
+    let s = debugfs_script(
+        &out,
+        &format!("dump /s/big {}\nex /s/big\nstat /s/1\n", d.display()),
+    );
+    assert!(std::fs::read(&d).unwrap() == data, "content read back");
+    let ex = &sections(&s)["ex /s/big"];
+    assert!(ex.contains(" 0/ 2 "), "a depth-2 tree:\n{ex}");
+    assert!(ex.contains(" 2/ 2 "), "{ex}");
+}

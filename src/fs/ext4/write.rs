@@ -13,14 +13,21 @@
 //! The checksum seed is crc32c(~0, s_uuid), or s_checksum_seed with csum_seed.
 //!
 //! What it does: mkdir -p, create or replace regular files (extents in the
-//! inode, or one extent leaf block below the inode: depth 1), fast and slow
-//! symlinks, chmod/chown, delete of files, links and empty directories.
-//! Entries go into linear directories (a new block when full) and into the
-//! leaf of an htree directory (half-MD4 hash, as the default `s_def_hash_version`),
-//! refusing "htree leaf full" rather than splitting. Allocation prefers the
+//! inode, or an extent tree of any needed depth: leaves, then index blocks),
+//! fast and slow symlinks, hard links (not to directories), chmod, chown,
+//! set-times (with the epoch bits of the `_extra` fields when the inode has
+//! them), extended attributes (in the inode body, then one external block;
+//! see [`super::xattr`]), delete of files, links and empty directories (an
+//! xattr block loses a reference or is freed). Entries go into linear
+//! directories (a new block when full) and into the leaves of an htree
+//! directory (legacy, half-MD4 or TEA hash as the root says, signed or
+//! unsigned chars as the superblock says); a full leaf is split by hash and
+//! indexed in its parent (a full index node is refused: no new index level).
+//! Allocation prefers the
 //! parent's group; BLOCK_UNINIT / INODE_UNINIT groups are initialised when
 //! used. Filesystems whose journal needs recovery, that recorded errors, or
-//! that use a feature this writer does not maintain are refused, naming why.
+//! that use a feature this writer does not maintain (inline_data among
+//! them) are refused, naming why.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
 //! most 64 KiB, groups, inodes and blocks from a checked superblock), so the
@@ -805,9 +812,6 @@ impl Ext4Writer {
     fn store_data(&self, n: &mut Node, data: &[u8], goal: u64) -> Result<()> {
         let nblocks = (data.len() as u64).div_ceil(self.bs);
         let runs = self.alloc_blocks(nblocks, goal)?;
-        let mut root = vec![0u8; 60];
-        put16(&mut root, 0, 0xF30A);
-        put16(&mut root, 4, 4);
         let mut logical = 0u64;
         let mut extents = Vec::new();
         for &(p, l) in &runs {
@@ -819,48 +823,79 @@ impl Ext4Writer {
             extents.push((logical, p, l));
             logical += l;
         }
-        let mut tree_blocks = 0u64;
-        if extents.len() <= 4 {
-            put16(&mut root, 2, extents.len() as u16);
-            for (i, (lg, p, l)) in extents.iter().enumerate() {
-                put_extent(&mut root, 12 + i * 12, *lg, *p, *l);
-            }
-        } else {
-            let max = (self.bs as usize - 12) / 12;
-            if extents.len() > max {
-                return Err(Error::unsupported(format!(
-                    "ext4 writer: {} needs {} extents, more than one extent leaf block holds ({max}); free space is too fragmented (extent depth > 1 is not written)",
-                    n.ino,
-                    extents.len()
-                )));
-            }
-            let leaf = self.alloc_blocks(1, goal)?;
-            let lb = leaf
-                .first()
-                .map(|r| r.0)
-                .ok_or_else(|| enospc("extent block"))?;
-            let mut b = vec![0u8; us(self.bs)];
-            put16(&mut b, 0, 0xF30A);
-            put16(&mut b, 2, extents.len() as u16);
-            put16(&mut b, 4, max as u16);
-            for (i, (lg, p, l)) in extents.iter().enumerate() {
-                put_extent(&mut b, 12 + i * 12, *lg, *p, *l);
-            }
-            self.extent_tail(n, &mut b);
-            self.write_blk(lb, &b)?;
-            put16(&mut root, 2, 1);
-            put16(&mut root, 6, 1);
-            put32(&mut root, 12, 0);
-            put32(&mut root, 16, lb as u32);
-            put16(&mut root, 20, (lb >> 32) as u16);
-            tree_blocks = 1;
-        }
-        n.set_iblock(&root);
+        let tree_blocks = self.build_tree(n, &extents, goal)?;
         let fl = (n.flags() | EXTENTS_FL) & !HUGE_FILE_FL;
         put32(&mut n.raw, 0x20, fl);
         n.set_size(data.len() as u64);
         n.set_blocks512((nblocks + tree_blocks) * (self.bs / 512) + self.ea_blocks512(n));
         Ok(())
+    }
+
+    /// Map `extents` (logical, physical, length; in order) in `n`: in i_block
+    /// when at most 4, else a tree built bottom-up ("Extent Tree"): leaves of
+    /// up to `max` extents, index blocks of up to `max` entries, until at most
+    /// 4 entries remain for the root. Returns the tree blocks allocated.
+    fn build_tree(&self, n: &mut Node, extents: &[DataRun], goal: u64) -> Result<u64> {
+        let mut root = vec![0u8; 60];
+        put16(&mut root, 0, 0xF30A);
+        put16(&mut root, 4, 4);
+        let max = (self.bs as usize - 12) / 12;
+        let mut items: Vec<(u64, [u8; 12])> = extents
+            .iter()
+            .map(|&(lg, p, l)| {
+                let mut e = [0u8; 12];
+                put_extent(&mut e, 0, lg, p, l);
+                (lg, e)
+            })
+            .collect();
+        let mut depth = 0u16;
+        let mut tree_blocks = 0u64;
+        while items.len() > 4 {
+            if depth >= 4 {
+                return Err(Error::unsupported(format!(
+                    "ext4 writer: inode {} would need an extent tree deeper than 5 levels",
+                    n.ino
+                )));
+            }
+            let mut next = Vec::new();
+            for chunk in items.chunks(max) {
+                let lb = self
+                    .alloc_blocks(1, goal)?
+                    .first()
+                    .map(|r| r.0)
+                    .ok_or_else(|| enospc("extent block"))?;
+                let mut b = vec![0u8; us(self.bs)];
+                put16(&mut b, 0, 0xF30A);
+                put16(&mut b, 2, chunk.len() as u16);
+                put16(&mut b, 4, max as u16);
+                put16(&mut b, 6, depth);
+                for (i, (_, e)) in chunk.iter().enumerate() {
+                    if let Some(d) = b.get_mut(12 + i * 12..24 + i * 12) {
+                        d.copy_from_slice(e);
+                    }
+                }
+                self.extent_tail(n, &mut b);
+                self.write_blk(lb, &b)?;
+                tree_blocks += 1;
+                let first = chunk.first().map_or(0, |c| c.0);
+                let mut idx = [0u8; 12];
+                put32(&mut idx, 0, first as u32);
+                put32(&mut idx, 4, lb as u32);
+                put16(&mut idx, 8, (lb >> 32) as u16);
+                next.push((first, idx));
+            }
+            items = next;
+            depth += 1;
+        }
+        put16(&mut root, 2, items.len() as u16);
+        put16(&mut root, 6, depth);
+        for (i, (_, e)) in items.iter().enumerate() {
+            if let Some(d) = root.get_mut(12 + i * 12..24 + i * 12) {
+                d.copy_from_slice(e);
+            }
+        }
+        n.set_iblock(&root);
+        Ok(tree_blocks)
     }
 
     fn extent_tail(&self, n: &Node, b: &mut [u8]) {
@@ -1028,10 +1063,23 @@ impl Ext4Writer {
                 }
             }
         }
-        Err(Error::unsupported(format!(
-            "ext4 writer: the extent tree of inode {} is full (growing it deeper is not supported)",
-            n.ino
-        )))
+        // The last leaf (or the inode) is full: rebuild the tree with the new
+        // block, freeing the old tree blocks.
+        let (mut data, tree) = self.owned_blocks(n)?;
+        match data.last_mut() {
+            Some((lg, ph, l)) if *lg + *l == logical && *ph + *l == p && *l < MAX_EXTENT_LEN => {
+                *l += 1
+            }
+            _ => data.push((logical, p, 1)),
+        }
+        data.sort_unstable();
+        for &t in &tree {
+            self.free_blocks(t, 1)?;
+        }
+        let built = self.build_tree(n, &data, self.group_of_ino(n.ino))?;
+        let b512 = n.blocks512() - tree.len() as u64 * (self.bs / 512) + built * (self.bs / 512);
+        n.set_blocks512(b512);
+        Ok(())
     }
 
     fn add_htree(
