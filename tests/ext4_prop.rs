@@ -470,14 +470,14 @@ fn random_sequences_1k_no_csum_128_inodes() {
 /// Fill an htree directory (made by mkfs.ext4 -d) until its leaves split;
 /// e2fsck checks the index (hash order, counts, checksums), debugfs lists
 /// every name.
-fn htree_split(opts: &[&str], hash: Option<&str>) {
+fn htree_split(opts: &[&str], hash: Option<&str>, initial: usize, levels: u8) {
     if !require(TOOLS) {
         return;
     }
     let dir = tempdir();
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("big")).unwrap();
-    for i in 0..400 {
+    for i in 0..initial {
         std::fs::write(tree.join(format!("big/entry_with_a_long_name_{i}")), "x").unwrap();
     }
     let part = dir.path().join("fs.part");
@@ -551,9 +551,25 @@ fn htree_split(opts: &[&str], hash: Option<&str>) {
     let ls = debugfs_script(&out, "ls -p /big\n");
     let names: std::collections::BTreeSet<&str> =
         ls.lines().filter_map(|l| l.split('/').nth(5)).collect();
-    for i in 0..400 {
+    for i in 0..initial {
         assert!(names.contains(format!("entry_with_a_long_name_{i}").as_str()));
     }
+    let dump = debugfs_script(&out, "htree_dump /big\n");
+    assert!(
+        dump.contains(&format!("Indirect levels: {levels}")),
+        "{}",
+        &dump[..dump.len().min(400)]
+    );
+    let version = match hash {
+        Some("legacy") => 0,
+        Some("tea") => 2,
+        _ => 1,
+    };
+    assert!(
+        dump.contains(&format!("Hash Version: {version}")),
+        "{}",
+        &dump[..dump.len().min(400)]
+    );
     for a in &actions {
         let FsAction::WriteFile { path, .. } = a else {
             unreachable!()
@@ -564,19 +580,23 @@ fn htree_split(opts: &[&str], hash: Option<&str>) {
 
 #[test]
 fn htree_split_1k_half_md4() {
-    htree_split(&["-b", "1024"], None);
+    htree_split(&["-b", "1024"], None, 400, 0);
 }
 #[test]
 fn htree_split_1k_tea_no_csum() {
-    htree_split(&["-b", "1024", "-O", "^metadata_csum"], Some("tea"));
+    htree_split(&["-b", "1024", "-O", "^metadata_csum"], Some("tea"), 400, 0);
 }
 #[test]
 fn htree_split_1k_legacy() {
-    htree_split(&["-b", "1024"], Some("legacy"));
+    htree_split(&["-b", "1024"], Some("legacy"), 400, 0);
 }
 #[test]
 fn htree_split_4k() {
-    htree_split(&[], None);
+    htree_split(&[], None, 400, 0);
+}
+#[test]
+fn htree_split_1k_two_levels() {
+    htree_split(&["-b", "1024", "-N", "8192"], None, 4000, 1);
 }
 
 /// Fragment free space (900 one-block files, every other one deleted), then

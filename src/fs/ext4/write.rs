@@ -22,7 +22,8 @@
 //! directories (a new block when full) and into the leaves of an htree
 //! directory (legacy, half-MD4 or TEA hash as the root says, signed or
 //! unsigned chars as the superblock says); a full leaf is split by hash and
-//! indexed in its parent (a full index node is refused: no new index level).
+//! indexed in its parent; a full dx_node is split into the root (a full root
+//! is refused: no new index level is added).
 //! Allocation prefers the
 //! parent's group; BLOCK_UNINIT / INODE_UNINIT groups are initialised when
 //! used. Filesystems whose journal needs recovery, that recorded errors, or
@@ -1106,6 +1107,7 @@ impl Ext4Writer {
         let mut node_p = root_p;
         let mut off = 0x18 + info_len;
         let mut leaf_lg = 0u64;
+        let mut root_slot = 0usize;
         let mut slot = 0usize;
         for level in 0..=levels {
             let count = usize::from(le16(&node, off + 2));
@@ -1127,6 +1129,7 @@ impl Ext4Writer {
             if level == levels {
                 leaf_lg = chosen;
             } else {
+                root_slot = slot;
                 node_p = phys(chosen)
                     .ok_or_else(|| Error::corrupt_msg("ext4 htree: index block not mapped"))?;
                 node = self.read_blk(node_p)?;
@@ -1138,6 +1141,18 @@ impl Ext4Writer {
         if self.place(&mut b, nm, ino, ft) {
             self.dir_tail(dir, &mut b);
             return self.write_blk(p, &b);
+        }
+        if levels == 1 && le16(&node, off + 2) >= le16(&node, off) {
+            // The dx_node is full: split it first, indexing its upper half in the root.
+            let mut root = root;
+            let (np, nb, ns) = self.split_index(
+                dir,
+                (root_p, &mut root, 0x18 + info_len, root_slot),
+                node_p,
+                &mut node,
+                slot,
+            )?;
+            (node_p, node, slot) = (np, nb, ns);
         }
         self.split_leaf(
             dir,
@@ -1251,16 +1266,78 @@ impl Ext4Writer {
         self.write_blk(leaf_p, &lo_b)?;
         self.write_blk(np, &hi_b)?;
         // Insert (split_hash, logical) after the leaf's slot in the index node.
-        let at = off + (slot + 1) * 8;
-        let tail_end = off + count * 8;
-        if let Some(win) = node.get_mut(at..tail_end + 8) {
-            win.copy_within(0..tail_end - at, 8);
-        }
-        put32(node, at, split_hash);
-        put32(node, at + 4, logical as u32);
-        put16(node, off + 2, (count + 1) as u16);
+        dx_insert(node, off, slot + 1, split_hash, logical);
         self.dx_csum(dir, node, off);
         self.write_blk(node_p, node)
+    }
+
+    /// Split the full dx_node `node` (at `node_p`; count/limit at 8) in two:
+    /// its upper half moves to a new block indexed in the root right after
+    /// `root.3` (the node's slot there). Returns the node (block, bytes) now
+    /// holding the entry that was at `slot`, and its slot there.
+    fn split_index(
+        &self,
+        dir: &mut Node,
+        root: (u64, &mut [u8], usize, usize),
+        node_p: u64,
+        node: &mut [u8],
+        slot: usize,
+    ) -> Result<(u64, Vec<u8>, usize)> {
+        let (root_p, rb, roff, rslot) = root;
+        if le16(rb, roff + 2) >= le16(rb, roff) {
+            return Err(Error::unsupported(format!(
+                "ext4 writer: htree index of directory inode {} is full (adding a third index level is not supported)",
+                dir.ino
+            )));
+        }
+        let off = 8;
+        let count = usize::from(le16(node, off + 2));
+        let limit = le16(node, off);
+        let h = count / 2;
+        if h == 0 {
+            return Err(Error::corrupt_msg(format!(
+                "ext4 htree of inode {}: dx_node too small to split",
+                dir.ino
+            )));
+        }
+        let split_hash = le32(node, off + h * 8);
+        let logical = dir.size() / self.bs;
+        let np = self
+            .alloc_blocks(1, self.group_of_ino(dir.ino))?
+            .first()
+            .map(|r| r.0)
+            .ok_or_else(|| enospc("directory block"))?;
+        self.append_extent(dir, logical, np)?;
+        dir.set_size(dir.size() + self.bs);
+        dir.set_blocks512(dir.blocks512() + self.bs / 512);
+        // A dx_node: an empty dirent spanning the block, then count/limit.
+        let mut nb = vec![0u8; us(self.bs)];
+        put16(&mut nb, 4, self.bs.min(65535) as u16);
+        put16(&mut nb, off, limit);
+        put16(&mut nb, off + 2, (count - h) as u16);
+        put32(&mut nb, off + 4, le32(node, off + h * 8 + 4));
+        for i in 1..count - h {
+            let e = sub(node, off + (h + i) * 8, 8).to_vec();
+            if let Some(d) = nb.get_mut(off + i * 8..off + i * 8 + 8) {
+                d.copy_from_slice(&e);
+            }
+        }
+        if let Some(d) = node.get_mut(off + h * 8..off + count * 8) {
+            d.fill(0);
+        }
+        put16(node, off + 2, h as u16);
+        dx_insert(rb, roff, rslot + 1, split_hash, logical);
+        self.dx_csum(dir, node, off);
+        self.dx_csum(dir, &mut nb, off);
+        self.dx_csum(dir, rb, roff);
+        self.write_blk(node_p, node)?;
+        self.write_blk(np, &nb)?;
+        self.write_blk(root_p, rb)?;
+        Ok(if slot >= h {
+            (np, nb, slot - h)
+        } else {
+            (node_p, node.to_vec(), slot)
+        })
     }
 
     /// dx_tail checksum of an htree index block (root or node) whose
@@ -1952,6 +2029,20 @@ fn dirent_type(mode: u16) -> u8 {
         0xC000 => 6,
         _ => 0,
     }
+}
+
+/// Insert the dx_entry (hash, block) at position `pos` of the index whose
+/// count/limit sits at `off` (the caller checked count < limit).
+fn dx_insert(node: &mut [u8], off: usize, pos: usize, hash: u32, block: u64) {
+    let count = usize::from(le16(node, off + 2));
+    let at = off + pos * 8;
+    let end = off + count * 8;
+    if let Some(win) = node.get_mut(at..end + 8) {
+        win.copy_within(0..end - at, 8);
+    }
+    put32(node, at, hash);
+    put32(node, at + 4, block as u32);
+    put16(node, off + 2, (count + 1) as u16);
 }
 
 /// (logical, physical, length) of an extent.
