@@ -523,7 +523,7 @@ fn htree_split(opts: &[&str], hash: Option<&str>, initial: usize, levels: u8) {
     let src = Arc::new(RawReader::open(&part).unwrap());
     let ov = Arc::new(Overlay::new(src, None));
     let dev = VolumeDev::range(ov, 0, 16 << 20).unwrap();
-    let actions: Vec<FsAction> = (0..800)
+    let actions: Vec<FsAction> = (0..300)
         .map(|i| FsAction::WriteFile {
             path: format!("/big/added_{i}_{}", "y".repeat(i % 40)),
             data: vec![],
