@@ -1,0 +1,416 @@
+//! XFS writer, judged by xfsprogs: `xfs_repair -n` must be clean after every
+//! injection, and `xfs_db -r` (listings, inode fields, block maps, raw
+//! extents) reads back every injected file with the right bytes, mode, owner
+//! and xattrs. Fixtures are `mkfs.xfs -p protofile` images (300 MiB sparse
+//! files, the mkfs.xfs minimum) at the installed defaults (reflink=1,
+//! finobt=1, sparse=1, bigtime=1) and with features toggled.
+
+mod common;
+
+use common::xfs::{db_bmap, db_byte, db_field, db_ls, read_bytes, xfs_db};
+use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
+use onramp::block::{BlockSource, ExtentKind};
+use onramp::inject::FsAction;
+use onramp::overlay::{Overlay, VolumeDev};
+use onramp::source::raw::RawReader;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
+
+/// A 300 MiB image from a protofile: /etc (a few files), /big (`big`
+/// entries, block form), /opt.
+fn image(dir: &Path, name: &str, args: &[&str], big: usize) -> PathBuf {
+    let keep = dir.join("keep.src");
+    std::fs::write(&keep, pattern(3, 50_000)).unwrap();
+    let osr = dir.join("osr.src");
+    std::fs::write(&osr, "ID=rhel\nVERSION_ID=9.4\n").unwrap();
+    let mut p = String::from("/dummy\n0 0\nd--755 0 0\netc d--755 0 0\n");
+    p += &format!("os-release ---644 0 0 {}\n", s(&osr));
+    p += &format!("keep ---600 0 0 {}\n", s(&keep));
+    p += &format!("old ---644 0 0 {}\n", s(&keep));
+    p += "$\nbig d--755 0 0\n";
+    for i in 0..big {
+        p += &format!("entry_with_a_long_name_{i} ---644 0 0 {}\n", s(&osr));
+    }
+    p += "$\nopt d--755 0 0\n$\n$\n";
+    let proto = dir.join(format!("{name}.proto"));
+    std::fs::write(&proto, p).unwrap();
+    let img = dir.join(format!("{name}.img"));
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let mut a: Vec<&str> = vec!["-q", "-f", "-p", s(&proto)];
+    a.extend_from_slice(args);
+    a.push(s(&img));
+    let o = run_output("mkfs.xfs", &a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    repair_ok(&img);
+    img
+}
+
+fn repair_ok(img: &Path) {
+    let o = run_output("xfs_repair", &["-n", s(img)]);
+    assert!(
+        o.status.success(),
+        "xfs_repair -n {}:\n{}{}",
+        img.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// File bytes through xfs_db's block map and raw reads.
+fn db_cat(img: &Path, path: &str) -> Vec<u8> {
+    let size: usize = db_field(img, path, "core.size").parse().unwrap();
+    let bs: u64 = xfs_db(img, &["sb 0", "print blocksize"])
+        .split(" = ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut out = vec![0u8; size];
+    for (off, fsb, n, _) in db_bmap(img, path) {
+        let at = db_byte(img, "fsblock", fsb);
+        let from = (off * bs) as usize;
+        let to = ((off + n) * bs).min(size as u64) as usize;
+        if from < to {
+            out[from..to].copy_from_slice(&read_bytes(img, at, to - from));
+        }
+    }
+    out
+}
+
+fn customize_and_check(name: &str, args: &[&str]) {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = image(dir.path(), name, args, 60);
+    let guard = InputGuard::new(&img);
+    let up = dir.path().join("up.bin");
+    let updata = pattern(9, 300_000);
+    std::fs::write(&up, &updata).unwrap();
+    let out = dir.path().join("out.raw");
+    let long = "t".repeat(500);
+    let mut a: Vec<String> = [
+        "customize",
+        s(&img),
+        s(&out),
+        "--to",
+        "raw",
+        "--write",
+        "/etc/hello:hi there",
+        "--mkdir",
+        "/opt/a/b",
+        "--upload",
+        &format!("{}:/opt/a/up.bin", up.display()),
+        "--link",
+        "/etc/hello:/opt/fast",
+        "--link",
+        &format!("{long}:/opt/slow"),
+        "--chmod",
+        "0600:/etc/hello",
+        "--chown",
+        "1000:1001:/etc/os-release",
+        "--set-times",
+        "/etc/os-release:1700000000",
+        "--hardlink",
+        "/etc/os-release:/opt/osr-link",
+        "--xattr",
+        "/etc/hello:security.selinux=system_u:object_r:etc_t:s0",
+        "--write",
+        "/big/new_entry:new",
+        "--write",
+        "/etc/old:replaced",
+        "--delete",
+        "/etc/keep",
+        "--delete",
+        "/big/entry_with_a_long_name_3",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    // Enough entries to turn /etc from short form into a directory block.
+    for i in 0..30 {
+        a.push("--write".into());
+        a.push(format!("/etc/many_{i:02}.conf:value {i}"));
+    }
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    onramp_ok(&a);
+    guard.check();
+    repair_ok(&out);
+    assert_eq!(db_cat(&out, "/etc/hello"), b"hi there");
+    assert_eq!(db_cat(&out, "/opt/a/up.bin"), updata);
+    assert_eq!(db_cat(&out, "/big/new_entry"), b"new");
+    assert_eq!(db_cat(&out, "/etc/old"), b"replaced");
+    assert_eq!(db_cat(&out, "/etc/many_17.conf"), b"value 17");
+    assert_eq!(
+        db_cat(&out, "/etc/os-release"),
+        db_cat(&img, "/etc/os-release")
+    );
+    assert_eq!(db_field(&out, "/etc/hello", "core.mode"), "0100600");
+    assert_eq!(db_field(&out, "/etc/os-release", "core.uid"), "1000");
+    assert_eq!(db_field(&out, "/etc/os-release", "core.gid"), "1001");
+    assert_eq!(db_field(&out, "/etc/os-release", "core.nlinkv2"), "2");
+    assert!(db_field(&out, "/etc/os-release", "core.mtime.sec").contains("2023"));
+    assert_eq!(db_field(&out, "/etc", "core.format"), "2 (extents)");
+    assert_eq!(db_field(&out, "/opt/slow", "core.format"), "2 (extents)");
+    assert_eq!(db_field(&out, "/opt/fast", "core.format"), "1 (local)");
+    let attr = xfs_db(&out, &["path /etc/hello", "print a.sfattr"]);
+    assert!(
+        attr.contains("selinux") && attr.contains("system_u:object_r:etc_t:s0"),
+        "{attr}"
+    );
+    let etc: Vec<String> = db_ls(&out, "/etc").into_iter().map(|e| e.0).collect();
+    assert!(!etc.contains(&"keep".to_string()));
+    assert_eq!(etc.len(), 3 + 30);
+    let big: Vec<String> = db_ls(&out, "/big").into_iter().map(|e| e.0).collect();
+    assert!(!big.contains(&"entry_with_a_long_name_3".to_string()));
+    assert!(big.contains(&"new_entry".to_string()) && big.len() == 60);
+}
+
+#[test]
+fn defaults_reflink_finobt_sparse_bigtime() {
+    customize_and_check("defaults", &[]);
+}
+
+#[test]
+fn no_reflink_no_finobt_no_bigtime() {
+    customize_and_check(
+        "plain",
+        &["-m", "reflink=0,finobt=0,bigtime=0", "-i", "sparse=0"],
+    );
+}
+
+#[test]
+fn dir_blocks_of_8k_and_1k_blocks() {
+    customize_and_check("b1k", &["-b", "size=1024", "-n", "size=8192"]);
+}
+
+fn refused(name: &str, args: &[&str], patch: Option<fn(&Path)>, want: &str) {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = image(dir.path(), name, args, 0);
+    if let Some(p) = patch {
+        p(&img);
+    }
+    let out = dir.path().join("out.raw");
+    let o = onramp(&[
+        "customize",
+        s(&img),
+        s(&out),
+        "--to",
+        "raw",
+        "--write",
+        "/etc/x:y",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "customize should refuse");
+    assert!(err.contains(want), "{err}");
+}
+
+#[test]
+fn rmapbt_is_refused() {
+    refused("rmap", &["-m", "rmapbt=1"], None, "reverse-mapping");
+}
+
+#[test]
+fn v4_is_refused() {
+    refused("v4", &["-m", "crc=0"], None, "version 4");
+}
+
+#[test]
+fn dirty_log_is_refused() {
+    refused(
+        "dirty",
+        &[],
+        Some(|img: &Path| {
+            use std::os::unix::fs::FileExt;
+            // Clear XLOG_UNMOUNT_TRANS in the op header of the head record.
+            let start: u64 = xfs_db(img, &["sb 0", "print logstart"])
+                .split(" = ")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let at = db_byte(img, "fsblock", start);
+            let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+            f.write_all_at(&[0], at + 512 + 9).unwrap();
+        }),
+        "log is dirty",
+    );
+}
+
+// ---------------------------------------------------------------- property test
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum M {
+    File(Vec<u8>),
+    Dir,
+    Link(String),
+}
+
+/// Apply `actions` through the library (overlay + VolumeDev), then write the
+/// overlay's data ranges into a sparse copy of `img`.
+fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
+    let base: Arc<dyn BlockSource> = Arc::new(RawReader::open(img).unwrap());
+    let size = base.size();
+    let ov = Arc::new(Overlay::new(base, None));
+    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
+    let log = onramp::fs::write::apply(&dev, "xfs", actions).map_err(|e| e.to_string())?;
+    std::fs::copy(img, out).unwrap();
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+    for e in ov.map(0, size).unwrap() {
+        if e.kind != ExtentKind::Data {
+            continue;
+        }
+        let mut o = e.offset;
+        while o < e.offset + e.len {
+            let n = (e.offset + e.len - o).min(1 << 20) as usize;
+            let mut buf = vec![0u8; n];
+            ov.read_at(o, &mut buf).unwrap();
+            f.write_all_at(&buf, o).unwrap();
+            o += n as u64;
+        }
+    }
+    Ok(log)
+}
+
+#[test]
+fn random_operation_sequences() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = image(dir.path(), "prop", &[], 0);
+    let dirs = ["/etc", "/opt", "/opt/d1", "/opt/d1/d2", "/srv"];
+    for seed in 1..=15u64 {
+        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut model: BTreeMap<String, M> = BTreeMap::new();
+        for d in ["/etc", "/opt", "/big"] {
+            model.insert(d.into(), M::Dir);
+        }
+        model.insert(
+            "/etc/os-release".into(),
+            M::File(b"ID=rhel\nVERSION_ID=9.4\n".to_vec()),
+        );
+        model.insert("/etc/keep".into(), M::File(pattern(3, 50_000)));
+        model.insert("/etc/old".into(), M::File(pattern(3, 50_000)));
+        let mut actions = Vec::new();
+        for _ in 0..(10 + r.below(30)) {
+            let d = dirs[r.below(dirs.len() as u64) as usize];
+            let name = format!("{d}/n{}", r.below(12));
+            match r.below(5) {
+                0 | 1 => {
+                    if matches!(model.get(&name), Some(M::Dir) | Some(M::Link(_))) {
+                        continue;
+                    }
+                    let data = pattern(r.next(), r.below(20_000) as usize);
+                    actions.push(FsAction::WriteFile {
+                        path: name.clone(),
+                        data: data.clone(),
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    });
+                    let mut p = String::new();
+                    for c in d.split('/').filter(|c| !c.is_empty()) {
+                        p = format!("{p}/{c}");
+                        model.insert(p.clone(), M::Dir);
+                    }
+                    model.insert(name, M::File(data));
+                }
+                2 => {
+                    if model.contains_key(&name) {
+                        continue;
+                    }
+                    actions.push(FsAction::Mkdir {
+                        path: name.clone(),
+                        mode: 0o755,
+                    });
+                    let mut p = String::new();
+                    for c in name.split('/').filter(|c| !c.is_empty()) {
+                        p = format!("{p}/{c}");
+                        model.insert(p.clone(), M::Dir);
+                    }
+                }
+                3 => {
+                    if model.contains_key(&name) || !model.contains_key(d) {
+                        continue;
+                    }
+                    let t = "x".repeat(1 + r.below(600) as usize);
+                    actions.push(FsAction::Symlink {
+                        target: t.clone(),
+                        path: name.clone(),
+                    });
+                    model.insert(name, M::Link(t));
+                }
+                _ => {
+                    // Delete a file, link or empty directory.
+                    let victims: Vec<String> = model
+                        .keys()
+                        .filter(|k| {
+                            k.starts_with(d)
+                                && !["/etc", "/opt", "/big"].contains(&k.as_str())
+                                && !model.keys().any(|c| c.starts_with(&format!("{k}/")))
+                        })
+                        .cloned()
+                        .collect();
+                    if victims.is_empty() {
+                        continue;
+                    }
+                    let v = victims[r.below(victims.len() as u64) as usize].clone();
+                    actions.push(FsAction::Delete { path: v.clone() });
+                    model.remove(&v);
+                }
+            }
+        }
+        let out = dir.path().join(format!("seq{seed}.img"));
+        apply_to_copy(&img, &out, &actions).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        repair_ok(&out);
+        // Every directory listing equals the model's children.
+        for (p, m) in &model {
+            if *m != M::Dir {
+                continue;
+            }
+            let mut want: Vec<String> = model
+                .keys()
+                .filter(|k| {
+                    k.strip_prefix(&format!("{}/", p))
+                        .is_some_and(|rest| !rest.contains('/'))
+                })
+                .map(|k| k.rsplit('/').next().unwrap().to_string())
+                .collect();
+            want.sort();
+            let got: Vec<String> = db_ls(&out, p).into_iter().map(|e| e.0).collect();
+            assert_eq!(got, want, "seed {seed}: listing of {p} after {actions:?}");
+        }
+        for (p, m) in &model {
+            if let M::File(data) = m {
+                assert_eq!(&db_cat(&out, p), data, "seed {seed}: {p}");
+            }
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+}
