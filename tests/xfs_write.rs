@@ -414,3 +414,129 @@ fn random_operation_sequences() {
         std::fs::remove_file(&out).unwrap();
     }
 }
+
+// ---------------------------------------------------------------- LVM
+
+const PV_UUID: &str = "AbCdEf012345678901234567890123Zz";
+
+/// VG "rhel" on one PV (`pe_count` 1 MiB extents from pe_start 1 MiB) with
+/// LV "root" made of `segs` (logical start, count, PV extent).
+fn vg_text(pv_sectors: u64, pe_count: u64, segs: &[(u64, u64, u64)]) -> String {
+    let mut lv = format!("segment_count = {}\n", segs.len());
+    for (i, (le, n, pe)) in segs.iter().enumerate() {
+        lv += &format!(
+            "segment{} {{\nstart_extent = {le}\nextent_count = {n}\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", {pe}]\n}}\n",
+            i + 1
+        );
+    }
+    format!(
+        "rhel {{\nid = \"Vg0000-0000\"\nseqno = 4\nformat = \"lvm2\"\nstatus = [\"RESIZEABLE\", \"READ\", \"WRITE\"]\nextent_size = 2048\nmax_lv = 0\n\nphysical_volumes {{\n\npv0 {{\nid = \"AbCdEf-0123-4567-8901-2345-6789-0123Zz\"\ndevice = \"/dev/sda1\"\nstatus = [\"ALLOCATABLE\"]\ndev_size = {pv_sectors}\npe_start = 2048\npe_count = {pe_count}\n}}\n}}\n\nlogical_volumes {{\n\nroot {{\nid = \"Lv0000-root\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n{lv}}}\n}}\n}}\ncontents = \"Text Format Volume Group\"\nversion = 1\n"
+    )
+}
+
+/// Copy `len` bytes at `from` of `src` to `to` of `dst`, skipping zero MiBs.
+fn copy_range(src: &Path, from: u64, dst: &Path, to: u64, len: u64) {
+    use std::os::unix::fs::FileExt;
+    let a = std::fs::File::open(src).unwrap();
+    let b = std::fs::OpenOptions::new().write(true).open(dst).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut o = 0;
+    while o < len {
+        let n = (len - o).min(1 << 20) as usize;
+        a.read_exact_at(&mut buf[..n], from + o).unwrap();
+        if buf[..n].iter().any(|&x| x != 0) {
+            b.write_all_at(&buf[..n], to + o).unwrap();
+        }
+        o += n as u64;
+    }
+}
+
+#[test]
+fn root_on_a_two_segment_linear_lv() {
+    if !require(&["mkfs.xfs", "xfs_db", "xfs_repair", "sfdisk"]) {
+        return;
+    }
+    let dir = tempdir();
+    let fsimg = image(dir.path(), "lvroot", &[], 0);
+    let disk = dir.path().join("disk.raw");
+    let mib = 1u64 << 20;
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(341 * mib)
+        .unwrap();
+    let mut c = std::process::Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, type=8e\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let pv_off = mib;
+    let pv_size = 340 * mib;
+    // root: logical extents 0..150 on PV extents 180..330, 150..300 on 0..150.
+    let segs = [(0, 150, 180), (150, 150, 0)];
+    common::lvm::write_pv(
+        &disk,
+        pv_off,
+        pv_size,
+        PV_UUID,
+        &vg_text(pv_size / 512, 339, &segs),
+    );
+    let pe = |n: u64| pv_off + mib + n * mib;
+    for (le, n, p) in segs {
+        copy_range(&fsimg, le * mib, &disk, pe(p), n * mib);
+    }
+    let guard = InputGuard::new(&disk);
+    let out = dir.path().join("out.raw");
+    let up = dir.path().join("agent.bin");
+    let data = pattern(77, 2_000_000);
+    std::fs::write(&up, &data).unwrap();
+    onramp_ok(&[
+        "customize",
+        s(&disk),
+        s(&out),
+        "--to",
+        "raw",
+        "--upload",
+        &format!("{}:/usr/local/bin/agent", up.display()),
+        "--write",
+        "/etc/agent.conf:x=1",
+    ]);
+    guard.check();
+    // Reassemble the LV from the output disk and judge it with xfsprogs.
+    let lv = dir.path().join("lv.img");
+    std::fs::File::create(&lv)
+        .unwrap()
+        .set_len(300 * mib)
+        .unwrap();
+    for (le, n, p) in segs {
+        copy_range(&out, pe(p), &lv, le * mib, n * mib);
+    }
+    repair_ok(&lv);
+    assert_eq!(db_cat(&lv, "/usr/local/bin/agent"), data);
+    assert_eq!(db_cat(&lv, "/etc/agent.conf"), b"x=1");
+    assert_eq!(db_cat(&lv, "/etc/keep"), pattern(3, 50_000));
+    // Nothing outside the PV extents of the LV (and the untouched PV header) changed.
+    let a = std::fs::read(&disk).unwrap();
+    let b = std::fs::read(&out).unwrap();
+    let inside = |o: u64| {
+        segs.iter()
+            .any(|&(_, n, p)| o >= pe(p) && o < pe(p) + n * mib)
+    };
+    let first_diff_outside = a
+        .chunks(4096)
+        .zip(b.chunks(4096))
+        .enumerate()
+        .find(|(i, (x, y))| x != y && !inside(*i as u64 * 4096));
+    assert!(
+        first_diff_outside.is_none(),
+        "a write landed outside the LV"
+    );
+}

@@ -5,6 +5,7 @@
 //! fails loudly under CI=true and is skipped (with a message) elsewhere.
 #![allow(dead_code)]
 
+pub mod lvm;
 pub mod xfs;
 
 use sha2::{Digest, Sha256};
