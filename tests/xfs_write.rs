@@ -30,6 +30,9 @@ fn image(dir: &Path, name: &str, args: &[&str], big: usize) -> PathBuf {
     p += &format!("os-release ---644 0 0 {}\n", s(&osr));
     p += &format!("keep ---600 0 0 {}\n", s(&keep));
     p += &format!("old ---644 0 0 {}\n", s(&keep));
+    let sel = dir.join("selinux.src");
+    std::fs::write(&sel, "SELINUX=enforcing\nSELINUXTYPE=targeted\n").unwrap();
+    p += &format!("selinux d--755 0 0\nconfig ---644 0 0 {}\n$\n", s(&sel));
     p += "$\nbig d--755 0 0\n";
     for i in 0..big {
         p += &format!("entry_with_a_long_name_{i} ---644 0 0 {}\n", s(&osr));
@@ -167,7 +170,8 @@ fn customize_and_check(name: &str, args: &[&str]) {
     );
     let etc: Vec<String> = db_ls(&out, "/etc").into_iter().map(|e| e.0).collect();
     assert!(!etc.contains(&"keep".to_string()));
-    assert_eq!(etc.len(), 3 + 30);
+    assert_eq!(etc.len(), 4 + 30);
+    assert_eq!(db_field(&out, "/.autorelabel", "core.size"), "0");
     let big: Vec<String> = db_ls(&out, "/big").into_iter().map(|e| e.0).collect();
     assert!(!big.contains(&"entry_with_a_long_name_3".to_string()));
     assert!(big.contains(&"new_entry".to_string()) && big.len() == 60);
@@ -317,6 +321,11 @@ fn random_operation_sequences() {
         );
         model.insert("/etc/keep".into(), M::File(pattern(3, 50_000)));
         model.insert("/etc/old".into(), M::File(pattern(3, 50_000)));
+        model.insert("/etc/selinux".into(), M::Dir);
+        model.insert(
+            "/etc/selinux/config".into(),
+            M::File(b"SELINUX=enforcing\nSELINUXTYPE=targeted\n".to_vec()),
+        );
         let mut actions = Vec::new();
         for _ in 0..(10 + r.below(30)) {
             let d = dirs[r.below(dirs.len() as u64) as usize];
@@ -523,6 +532,7 @@ fn root_on_a_two_segment_linear_lv() {
     assert_eq!(db_cat(&lv, "/usr/local/bin/agent"), data);
     assert_eq!(db_cat(&lv, "/etc/agent.conf"), b"x=1");
     assert_eq!(db_cat(&lv, "/etc/keep"), pattern(3, 50_000));
+    assert_eq!(db_field(&lv, "/.autorelabel", "core.size"), "0");
     // Nothing outside the PV extents of the LV (and the untouched PV header) changed.
     let a = std::fs::read(&disk).unwrap();
     let b = std::fs::read(&out).unwrap();
