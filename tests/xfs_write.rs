@@ -22,6 +22,11 @@ const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
 /// A 300 MiB image from a protofile: /etc (a few files), /big (`big`
 /// entries, block form), /opt.
 fn image(dir: &Path, name: &str, args: &[&str], big: usize) -> PathBuf {
+    image_with(dir, name, args, big, "")
+}
+
+/// [`image`] with `extra` protofile lines added to the root directory.
+fn image_with(dir: &Path, name: &str, args: &[&str], big: usize, extra: &str) -> PathBuf {
     let keep = dir.join("keep.src");
     std::fs::write(&keep, pattern(3, 50_000)).unwrap();
     let osr = dir.join("osr.src");
@@ -37,7 +42,9 @@ fn image(dir: &Path, name: &str, args: &[&str], big: usize) -> PathBuf {
     for i in 0..big {
         p += &format!("entry_with_a_long_name_{i} ---644 0 0 {}\n", s(&osr));
     }
-    p += "$\nopt d--755 0 0\n$\n$\n";
+    p += "$\nopt d--755 0 0\n$\n";
+    p += extra;
+    p += "$\n";
     let proto = dir.join(format!("{name}.proto"));
     std::fs::write(&proto, p).unwrap();
     let img = dir.join(format!("{name}.img"));
@@ -460,14 +467,14 @@ fn copy_range(src: &Path, from: u64, dst: &Path, to: u64, len: u64) {
     }
 }
 
-#[test]
-fn root_on_a_two_segment_linear_lv() {
-    if !require(&["mkfs.xfs", "xfs_db", "xfs_repair", "sfdisk"]) {
-        return;
-    }
-    let dir = tempdir();
-    let fsimg = image(dir.path(), "lvroot", &[], 0);
-    let disk = dir.path().join("disk.raw");
+/// Segments (logical extent, count, PV extent) of the fixture's root LV.
+type Segs = [(u64, u64, u64); 2];
+
+/// An MBR disk with one LVM PV holding VG "rhel" and a two-segment linear LV
+/// "root" carrying the 300 MiB filesystem image `fsimg`; returns the disk,
+/// the segments and the byte offset of a PV extent.
+fn lvm_disk(dir: &Path, fsimg: &Path) -> (PathBuf, Segs, impl Fn(u64) -> u64) {
+    let disk = dir.join("disk.raw");
     let mib = 1u64 << 20;
     std::fs::File::create(&disk)
         .unwrap()
@@ -490,7 +497,7 @@ fn root_on_a_two_segment_linear_lv() {
     let pv_off = mib;
     let pv_size = 340 * mib;
     // root: logical extents 0..150 on PV extents 180..330, 150..300 on 0..150.
-    let segs = [(0, 150, 180), (150, 150, 0)];
+    let segs: Segs = [(0, 150, 180), (150, 150, 0)];
     common::lvm::write_pv(
         &disk,
         pv_off,
@@ -498,10 +505,22 @@ fn root_on_a_two_segment_linear_lv() {
         PV_UUID,
         &vg_text(pv_size / 512, 339, &segs),
     );
-    let pe = |n: u64| pv_off + mib + n * mib;
+    let pe = move |n: u64| pv_off + mib + n * mib;
     for (le, n, p) in segs {
-        copy_range(&fsimg, le * mib, &disk, pe(p), n * mib);
+        copy_range(fsimg, le * mib, &disk, pe(p), n * mib);
     }
+    (disk, segs, pe)
+}
+
+#[test]
+fn root_on_a_two_segment_linear_lv() {
+    if !require(&["mkfs.xfs", "xfs_db", "xfs_repair", "sfdisk"]) {
+        return;
+    }
+    let dir = tempdir();
+    let fsimg = image(dir.path(), "lvroot", &[], 0);
+    let mib = 1u64 << 20;
+    let (disk, segs, pe) = lvm_disk(dir.path(), &fsimg);
     let guard = InputGuard::new(&disk);
     let out = dir.path().join("out.raw");
     let up = dir.path().join("agent.bin");
@@ -549,4 +568,126 @@ fn root_on_a_two_segment_linear_lv() {
         first_diff_outside.is_none(),
         "a write landed outside the LV"
     );
+}
+
+// ---------------------------------------------------------------- recipe
+
+#[test]
+fn azure_rhel_recipe_on_a_rhel_like_xfs_lvm_image() {
+    if !require(&["mkfs.xfs", "xfs_db", "xfs_repair", "sfdisk"]) {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let w = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let kver = "5.14.0-362.el9.x86_64";
+    let osr = w("os-release.src", "NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"9.3\"\nPRETTY_NAME=\"Red Hat Enterprise Linux 9.3 (Plow)\"\n");
+    let fstab = w(
+        "fstab.src",
+        "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/mapper/rhel-swap none swap defaults 0 0\n",
+    );
+    let grub = w("grub.src", "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"crashkernel=auto rd.lvm.lv=rhel/root\"\nGRUB_ENABLE_BLSCFG=true\n");
+    let bls = w("bls.src", &format!("title Red Hat Enterprise Linux ({kver}) 9.3 (Plow)\nversion {kver}\nlinux /vmlinuz-{kver}\ninitrd /initramfs-{kver}.img\noptions root=/dev/mapper/rhel-root ro crashkernel=auto\n"));
+    let kernel = w("kernel.src", "kernel");
+    let extra = format!(
+        "boot d--555 0 0\nvmlinuz-{kver} ---755 0 0 {kernel}\nloader d--755 0 0\nentries d--755 0 0\nabc-{kver}.conf ---644 0 0 {bls}\n$\n$\n$\nusr d--755 0 0\nlib d--755 0 0\nsystemd d--755 0 0\nsystemd ---755 0 0 {kernel}\nsystem d--755 0 0\n$\n$\n$\n$\n"
+    );
+    let fsimg = image_with(d, "rhel", &[], 0, &extra);
+    let mib = 1u64 << 20;
+    let (disk, segs, pe) = lvm_disk(d, &fsimg);
+    // Put RHEL's files in place with onramp itself (plain customize), so the
+    // recipe run starts from a RHEL-looking guest.
+    let guest = d.join("rhel.raw");
+    onramp_ok(&[
+        "customize",
+        s(&disk),
+        s(&guest),
+        "--to",
+        "raw",
+        "--upload",
+        &format!("{osr}:/etc/os-release"),
+        "--upload",
+        &format!("{fstab}:/etc/fstab"),
+        "--upload",
+        &format!("{grub}:/etc/default/grub"),
+    ]);
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/azure-rhel.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "../fixtures/agents/azure-ready",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/agents/azure-ready")
+            .to_str()
+            .unwrap(),
+    )
+    .replace("../target/artifacts", "out");
+    let r = d.join("azure-rhel.yaml");
+    std::fs::write(&r, text).unwrap();
+    let guard = InputGuard::new(&guest);
+    let o = std::process::Command::new(common::onramp_bin())
+        .args(["build", s(&r)])
+        .env("RHEL_IMAGE", &guest)
+        .output()
+        .unwrap();
+    guard.check();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("out/azure-rhel.vhd.manifest.json"))
+            .unwrap_or_else(|e| panic!("no manifest ({e}): {err}")),
+    )
+    .unwrap();
+    // Validation may only fail on what this small fixture genuinely lacks
+    // (no initramfs, kernel config, EFI system partition); never on what the
+    // recipe injects.
+    let genuine = [
+        "azure.disk.generation",      // no EFI system partition
+        "azure.linux.hyperv-drivers", // no kernel config or initramfs
+        "azure.linux.sshd",           // no sshd
+        "azure.linux.udf-vfat",       // no kernel config
+    ];
+    for f in m["validation"]["failed"].as_array().into_iter().flatten() {
+        let id = f
+            .as_str()
+            .or_else(|| f["rule"].as_str())
+            .unwrap_or_default();
+        assert!(genuine.contains(&id), "unexpected failure {f}\n{err}");
+    }
+    // The VHD is the raw disk plus a footer: reassemble the LV and judge it.
+    let vhd = d.join("out/azure-rhel.vhd");
+    let lv = d.join("lv.img");
+    std::fs::File::create(&lv)
+        .unwrap()
+        .set_len(300 * mib)
+        .unwrap();
+    for (le, n, p) in segs {
+        copy_range(&vhd, pe(p), &lv, le * mib, n * mib);
+    }
+    repair_ok(&lv);
+    assert_eq!(db_field(&lv, "/.autorelabel", "core.size"), "0");
+    let names: Vec<String> = db_ls(&lv, "/etc/systemd/system")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(
+        names.contains(&"onramp-azure-ready.service".to_string()),
+        "{names:?}"
+    );
+    let entry = String::from_utf8(db_cat(
+        &lv,
+        &format!("/boot/loader/entries/abc-{kver}.conf"),
+    ))
+    .unwrap();
+    assert!(entry.contains("console=ttyS0"), "{entry}");
+    let fst = String::from_utf8(db_cat(&lv, "/etc/fstab")).unwrap();
+    assert!(
+        !fst.lines().any(|l| l.starts_with("/dev/mapper/rhel-swap")),
+        "{fst}"
+    );
+    assert!(db_cat(&lv, "/usr/lib/onramp/azure-ready.sh").starts_with(b"#!"));
 }
