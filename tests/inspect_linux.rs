@@ -732,8 +732,6 @@ fn suse_no_table_bls_xz_rpmdb() {
     );
 }
 
-/// lvm2's calc_crc (see src/partition/lvm.rs), computed independently here.
-
 const PV_UUID: &str = "AbCdEf012345678901234567890123Zz";
 
 fn lvm_text(root_segments: &str) -> String {

@@ -691,3 +691,52 @@ fn azure_rhel_recipe_on_a_rhel_like_xfs_lvm_image() {
     );
     assert!(db_cat(&lv, "/usr/lib/onramp/azure-ready.sh").starts_with(b"#!"));
 }
+
+#[test]
+fn leaf_form_directory_grows_and_shrinks() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = image(dir.path(), "leaf", &[], 200);
+    // 200 entries of 40 bytes: several data blocks and a LEAF1 block.
+    let blocks = db_bmap(&img, "/big");
+    assert!(blocks.iter().any(|b| b.0 >= (1 << 35) / 4096), "{blocks:?}");
+    let mut actions = Vec::new();
+    for i in 0..150 {
+        actions.push(FsAction::WriteFile {
+            path: format!("/big/added_file_with_a_longer_name_{i:03}"),
+            data: format!("{i}").into_bytes(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    for i in (0..200).step_by(7) {
+        actions.push(FsAction::Delete {
+            path: format!("/big/entry_with_a_long_name_{i}"),
+        });
+    }
+    actions.push(FsAction::Delete {
+        path: "/big/added_file_with_a_longer_name_005".into(),
+    });
+    let out = dir.path().join("out.img");
+    apply_to_copy(&img, &out, &actions).unwrap();
+    repair_ok(&out);
+    let got: Vec<String> = db_ls(&out, "/big").into_iter().map(|e| e.0).collect();
+    let mut want: Vec<String> = (0..200)
+        .filter(|i| i % 7 != 0)
+        .map(|i| format!("entry_with_a_long_name_{i}"))
+        .chain(
+            (0..150)
+                .filter(|&i| i != 5)
+                .map(|i| format!("added_file_with_a_longer_name_{i:03}")),
+        )
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        db_cat(&out, "/big/added_file_with_a_longer_name_149"),
+        b"149"
+    );
+}

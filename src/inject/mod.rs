@@ -537,8 +537,8 @@ pub fn selinux_relabel(
         .lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("SELINUX="))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("SELINUX="))
         .map(|v| v.trim().trim_matches('"').to_ascii_lowercase());
     let Some(mode) = mode.filter(|m| m == "enforcing" || m == "permissive") else {
         return Ok(None);

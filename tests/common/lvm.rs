@@ -10,6 +10,7 @@ pub fn poke(p: &Path, off: u64, bytes: &[u8]) {
     f.write_all_at(bytes, off).unwrap();
 }
 
+/// lvm2's calc_crc (see src/partition/lvm.rs), computed independently here.
 pub fn lvm_crc(b: &[u8]) -> u32 {
     let mut crc: u32 = 0xf597a6cf;
     for &x in b {

@@ -17,7 +17,8 @@
 //! - directories: short form in the inode, converted to a single directory
 //!   block ("XDB3": entries, hash-sorted leaf, tail, bestfree) when full;
 //!   both forms are rewritten whole (entries compacted), which only moves
-//!   entries inside the block;
+//!   entries inside the block; leaf-form directories (data blocks plus one
+//!   LEAF1 hash block) get entries added and removed in place ([`leafdir`]);
 //! - files: data in extents in the inode's data fork; symlinks local or in
 //!   one remote block with its "XSLM" header; short-form extended
 //!   attributes (security.selinux, user.*, trusted.*);
@@ -27,7 +28,8 @@
 //! Refused, naming the reason: v4 filesystems, a log that was not cleanly
 //! unmounted (head record is not an unmount record, [`log`]), an external
 //! log, quotas, reverse-mapping B+trees (rmapbt), parent pointers, unknown
-//! features, leaf/node/B+tree-form directories, files mapped by a bmbt,
+//! features, node/B+tree-form directories (and a leaf block that would need
+//! converting to node form), files mapped by a bmbt,
 //! shared (reflinked) extents, B+tree splits and merges, and new inode chunks.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
@@ -42,6 +44,7 @@
 )]
 
 pub mod btree;
+mod leafdir;
 pub mod log;
 
 use super::bmap::{data_extents, BmbtIrec};
@@ -723,14 +726,13 @@ impl XfsWriter {
             XFS_DINODE_FMT_LOCAL => Ok(false),
             XFS_DINODE_FMT_EXTENTS if d.di_size == u64::from(self.geo.dir_block_size) => Ok(true),
             _ => Err(Error::unsupported(format!(
-                "xfs directory inode {}: adding or removing entries in leaf, node or B+tree form directories is not implemented (only short form and single-block)",
+                "xfs directory inode {}: adding or removing entries in node or B+tree form directories is not implemented (short form, single-block and leaf form are)",
                 d.ino
             ))),
         }
     }
 
     fn dir_ents(&self, d: &Dinode) -> Result<Vec<Ent>> {
-        self.is_block_dir(d)?;
         let mut v = Vec::new();
         for_each_entry(&self.rd, d, &mut |e| {
             v.push(Ent {
@@ -848,6 +850,16 @@ impl XfsWriter {
 
     fn add_entry(&mut self, dino: u64, name: &[u8], ino: u64, ftype: u8) -> Result<()> {
         let d = self.rd.inode(dino)?;
+        if let Some(l) = self.leaf_dir(&d)? {
+            if self.rd.lookup_in(&d, name)?.is_some() {
+                return Err(Error::invalid(format!(
+                    "xfs: {:?} already exists in directory inode {dino}",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            return self.leaf_add(&d, l, name, ino, ftype);
+        }
+        self.is_block_dir(&d)?;
         let mut ents = self.dir_ents(&d)?;
         if ents.iter().any(|e| e.name == name) {
             return Err(Error::invalid(format!(
@@ -865,6 +877,10 @@ impl XfsWriter {
 
     fn remove_entry(&mut self, dino: u64, name: &[u8]) -> Result<()> {
         let d = self.rd.inode(dino)?;
+        if let Some(l) = self.leaf_dir(&d)? {
+            return self.leaf_remove(&d, l, name);
+        }
+        self.is_block_dir(&d)?;
         let mut ents = self.dir_ents(&d)?;
         let before = ents.len();
         ents.retain(|e| e.name != name);
