@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::xfs::{db_bmap, db_byte, db_field, db_ino, db_ls, read_bytes, xfs_db};
+use common::xfs::{db_bmap, db_byte, db_field, db_ino, db_ls, read_bytes, sb_value, xfs_db};
 use common::{pattern, require, run, s, tempdir};
 use onramp::block::slice::Slice;
 use onramp::block::BlockSource;
@@ -221,13 +221,7 @@ fn fix_remote_symlinks(img: &Path, tree: &Tree) {
     let uuid: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
         .collect();
-    let bsize: usize = xfs_db(img, &["sb 0", "print blocksize"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bsize: usize = sb_value(img, "blocksize");
     for (path, node) in &tree.expect {
         let Node::Link(target) = node else { continue };
         if db_field(img, path, "core.format") != "2 (extents)" {
@@ -406,20 +400,8 @@ fn check_formats(img: &Path, v5: bool, big_dirs: bool) {
     assert_eq!(fmt("/long"), "2 (extents)", "remote symlink");
     assert_eq!(fmt("/big"), "2 (extents)");
     // Block form: one directory block whose magic is XD2B / XDB3.
-    let bsize: u64 = xfs_db(img, &["sb 0", "print blocksize"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let dirblklog: u32 = xfs_db(img, &["sb 0", "print dirblklog"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bsize: u64 = sb_value(img, "blocksize") as u64;
+    let dirblklog: u32 = sb_value(img, "dirblklog") as u32;
     let dbs = bsize << dirblklog;
     assert_eq!(fmt("/blk"), "2 (extents)");
     assert_eq!(
@@ -833,16 +815,6 @@ fn patch(
         xfs::crc::set(&mut b, c).unwrap();
     }
     (at, b)
-}
-
-fn sb_value(img: &Path, field: &str) -> usize {
-    xfs_db(img, &["sb 0", &format!("print {field}")])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 struct Image {

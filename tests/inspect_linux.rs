@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::lvm::{poke, write_pv};
+use common::lvm::{poke, sfdisk, write_pv};
 use common::{require, run, s, tempdir};
 use onramp::block::BlockSource;
 use serde_json::Value;
@@ -100,23 +100,6 @@ fn place(img: &Path, disk: &Path, offset_bytes: u64) {
             "status=none",
         ],
     );
-}
-
-fn sfdisk(disk: &Path, script: &str) {
-    use std::io::Write;
-    let mut c = Command::new("sfdisk")
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .args(["--no-reread", "--no-tell-kernel", "-q", s(disk)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(c.wait().unwrap().success());
 }
 
 fn kernel_config(hv: &str) -> String {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::xfs::{db_bmap, db_byte, db_field, db_ls, read_bytes, xfs_db};
+use common::xfs::{db_bmap, db_byte, db_field, db_ls, read_bytes, sb_value, xfs_db};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
 use onramp::block::{BlockSource, ExtentKind};
 use onramp::inject::FsAction;
@@ -75,13 +75,7 @@ fn repair_ok(img: &Path) {
 /// File bytes through xfs_db's block map and raw reads.
 fn db_cat(img: &Path, path: &str) -> Vec<u8> {
     let size: usize = db_field(img, path, "core.size").parse().unwrap();
-    let bs: u64 = xfs_db(img, &["sb 0", "print blocksize"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bs: u64 = sb_value(img, "blocksize") as u64;
     let mut out = vec![0u8; size];
     for (off, fsb, n, _) in db_bmap(img, path) {
         let at = db_byte(img, "fsblock", fsb);
@@ -244,13 +238,7 @@ fn dirty_log_is_refused() {
         Some(|img: &Path| {
             use std::os::unix::fs::FileExt;
             // Clear XLOG_UNMOUNT_TRANS in the op header of the head record.
-            let start: u64 = xfs_db(img, &["sb 0", "print logstart"])
-                .split(" = ")
-                .nth(1)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
+            let start: u64 = sb_value(img, "logstart") as u64;
             let at = db_byte(img, "fsblock", start);
             let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
             f.write_all_at(&[0], at + 512 + 9).unwrap();
@@ -480,20 +468,7 @@ fn lvm_disk(dir: &Path, fsimg: &Path) -> (PathBuf, Segs, impl Fn(u64) -> u64) {
         .unwrap()
         .set_len(341 * mib)
         .unwrap();
-    let mut c = std::process::Command::new("sfdisk")
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, type=8e\n")
-        .unwrap();
-    assert!(c.wait().unwrap().success());
+    common::lvm::sfdisk(&disk, "label: dos\nstart=2048, type=8e\n");
     let pv_off = mib;
     let pv_size = 340 * mib;
     // root: logical extents 0..150 on PV extents 180..330, 150..300 on 0..150.

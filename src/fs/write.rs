@@ -24,3 +24,17 @@ pub fn apply(dev: &VolumeDev, kind: &str, actions: &[FsAction]) -> Result<Vec<St
         ))),
     }
 }
+
+/// (parent directory, final name) of an absolute guest path, for writers
+/// creating or removing an entry; the root directory has neither.
+pub fn split_parent(path: &str) -> Result<(String, String)> {
+    let t = path.trim_end_matches('/');
+    match t.rsplit_once('/') {
+        Some((p, n)) if !n.is_empty() => {
+            Ok((if p.is_empty() { "/".into() } else { p.into() }, n.into()))
+        }
+        _ => Err(Error::invalid(format!(
+            "{path:?}: cannot create or remove the root directory"
+        ))),
+    }
+}

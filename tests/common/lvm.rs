@@ -56,3 +56,21 @@ pub fn write_pv(disk: &Path, pv_off: u64, pv_size: u64, pv_uuid: &str, text: &st
     poke(disk, pv_off + 4096, &mda);
     poke(disk, pv_off + 4096 + 512, text.as_bytes());
 }
+
+/// Partition `disk` with an sfdisk script (no kernel re-read: image files).
+pub fn sfdisk(disk: &Path, script: &str) {
+    use std::io::Write;
+    let mut c = std::process::Command::new("sfdisk")
+        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+        .args(["--no-reread", "--no-tell-kernel", "-q", super::s(disk)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+}

@@ -81,3 +81,14 @@ pub fn read_bytes(img: &Path, at: u64, len: usize) -> Vec<u8> {
     f.read_exact_at(&mut v, at).unwrap();
     v
 }
+
+/// A numeric field of the primary superblock (`xfs_db -c "sb 0" -c "print FIELD"`).
+pub fn sb_value(img: &Path, field: &str) -> usize {
+    xfs_db(img, &["sb 0", &format!("print {field}")])
+        .split(" = ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -46,6 +46,18 @@ impl XfsWriter {
             })
     }
 
+    /// Byte position of data block `db` of leaf directory `d`.
+    fn data_blk_pos(&self, d: &Dinode, l: &Leaf, db: usize) -> Result<u64> {
+        let fpd = 1u64 << self.geo.dir_blk_log;
+        self.dir_blk_pos(&l.extents, db as u64 * fpd)
+            .ok_or_else(|| {
+                Error::corrupt_msg(format!(
+                    "xfs directory inode {}: data block {db} unmapped",
+                    d.ino
+                ))
+            })
+    }
+
     /// `Some` when `d` is a leaf-form directory (extents, one LEAF1 block).
     pub(super) fn leaf_dir(&self, d: &Dinode) -> Result<Option<Leaf>> {
         let dbs = u64::from(self.geo.dir_block_size);
@@ -219,14 +231,7 @@ impl XfsWriter {
         let (bpos, mut b) = match new_block {
             Some(x) => x,
             None => {
-                let bpos = self
-                    .dir_blk_pos(&l.extents, db as u64 * fpd)
-                    .ok_or_else(|| {
-                        Error::corrupt_msg(format!(
-                            "xfs directory inode {}: data block {db} unmapped",
-                            d.ino
-                        ))
-                    })?;
+                let bpos = self.data_blk_pos(d, &l, db)?;
                 (bpos, self.read(bpos, dbs)?)
             }
         };
@@ -272,7 +277,6 @@ impl XfsWriter {
 
     pub(super) fn leaf_remove(&mut self, d: &Dinode, l: Leaf, name: &[u8]) -> Result<()> {
         let dbs = self.geo.dir_block_size as usize;
-        let fpd = 1u64 << self.geo.dir_blk_log;
         let mut leaf = self.leaf_read(&l)?;
         let bestcount = g32(&leaf, dbs - 4) as usize;
         let bests_at = dbs - 4 - 2 * bestcount;
@@ -291,14 +295,7 @@ impl XfsWriter {
             if db >= bestcount {
                 continue;
             }
-            let bpos = self
-                .dir_blk_pos(&l.extents, db as u64 * fpd)
-                .ok_or_else(|| {
-                    Error::corrupt_msg(format!(
-                        "xfs directory inode {}: data block {db} unmapped",
-                        d.ino
-                    ))
-                })?;
+            let bpos = self.data_blk_pos(d, &l, db)?;
             let mut b = self.read(bpos, dbs)?;
             let nl = usize::from(b.get(o + 8).copied().unwrap_or(0));
             if b.get(o + 9..o + 9 + nl) != Some(name) {

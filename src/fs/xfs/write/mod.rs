@@ -909,15 +909,7 @@ impl XfsWriter {
     }
 
     fn split(path: &str) -> Result<(String, String)> {
-        let t = path.trim_end_matches('/');
-        match t.rsplit_once('/') {
-            Some((p, n)) if !n.is_empty() => {
-                Ok((if p.is_empty() { "/".into() } else { p.into() }, n.into()))
-            }
-            _ => Err(Error::invalid(format!(
-                "{path:?}: cannot create or remove the root directory"
-            ))),
-        }
+        crate::fs::write::split_parent(path)
     }
 
     fn mkdir_p(&mut self, path: &str, mode: u32, log: &mut Vec<String>) -> Result<u64> {
