@@ -274,6 +274,10 @@ pub fn customize_overlay(
         warnings.extend(bp.warnings);
     }
     actions.extend(crate::inject::plan(ops, fs)?);
+    if let Some((a, w)) = crate::inject::selinux_relabel(fs, &actions)? {
+        actions.push(a);
+        warnings.push(w);
+    }
     Ok(CustomizePlan {
         actions,
         root: vol,

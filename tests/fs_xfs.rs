@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::xfs::{db_bmap, db_byte, db_field, db_ino, db_ls, read_bytes, sb_value, xfs_db};
 use common::{pattern, require, run, s, tempdir};
 use onramp::block::slice::Slice;
 use onramp::block::BlockSource;
@@ -220,13 +221,7 @@ fn fix_remote_symlinks(img: &Path, tree: &Tree) {
     let uuid: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
         .collect();
-    let bsize: usize = xfs_db(img, &["sb 0", "print blocksize"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bsize: usize = sb_value(img, "blocksize");
     for (path, node) in &tree.expect {
         let Node::Link(target) = node else { continue };
         if db_field(img, path, "core.format") != "2 (extents)" {
@@ -250,75 +245,6 @@ fn fix_remote_symlinks(img: &Path, tree: &Tree) {
         let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
         f.write_all_at(&blk, at).unwrap();
     }
-}
-
-fn xfs_db(img: &Path, cmds: &[&str]) -> String {
-    let mut a: Vec<String> = vec!["-r".into(), s(img).into()];
-    for c in cmds {
-        a.push("-c".into());
-        a.push((*c).into());
-    }
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    run("xfs_db", &a)
-}
-
-/// `print FIELD` value of the inode at `path`, as xfs_db prints it.
-fn db_field(img: &Path, path: &str, field: &str) -> String {
-    let out = xfs_db(img, &[&format!("path {path}"), &format!("print {field}")]);
-    out.split_once(" = ")
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| panic!("xfs_db print {field} for {path}: {out}"))
-}
-
-fn db_ino(img: &Path, path: &str) -> u64 {
-    let out = xfs_db(img, &[&format!("path {path}"), "inode"]);
-    // "current inode number is 131"
-    out.split_whitespace().last().unwrap().parse().unwrap()
-}
-
-/// Byte offset of an xfs_db `convert` result (`convert inode N byte` etc.).
-fn db_byte(img: &Path, kind: &str, n: u64) -> u64 {
-    let out = xfs_db(img, &[&format!("convert {kind} {n} byte")]);
-    // "0x10600 (67072)"
-    let v = out
-        .split('(')
-        .nth(1)
-        .unwrap()
-        .trim_end()
-        .trim_end_matches(')');
-    v.parse().unwrap()
-}
-
-/// (file offset, fsblock, count, flag) of every data fork extent of `path`.
-fn db_bmap(img: &Path, path: &str) -> Vec<(u64, u64, u64, u64)> {
-    xfs_db(img, &[&format!("path {path}"), "bmap"])
-        .lines()
-        .filter(|l| l.starts_with("data offset"))
-        .map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (
-                w[2].parse().unwrap(),
-                w[4].parse().unwrap(),
-                w[7].parse().unwrap(),
-                w[9].parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// `xfs_db ls` of a directory: (name, inode) without "." and "..".
-fn db_ls(img: &Path, path: &str) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> = xfs_db(img, &[&format!("ls {path}")])
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w.len() >= 6).then(|| (w[5].to_string(), w[1].parse().unwrap()))
-        })
-        .filter(|(n, _)| n != "." && n != "..")
-        .collect();
-    v.sort();
-    v
 }
 
 fn open(img: &Path) -> Box<dyn FileSystem> {
@@ -474,20 +400,8 @@ fn check_formats(img: &Path, v5: bool, big_dirs: bool) {
     assert_eq!(fmt("/long"), "2 (extents)", "remote symlink");
     assert_eq!(fmt("/big"), "2 (extents)");
     // Block form: one directory block whose magic is XD2B / XDB3.
-    let bsize: u64 = xfs_db(img, &["sb 0", "print blocksize"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let dirblklog: u32 = xfs_db(img, &["sb 0", "print dirblklog"])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bsize: u64 = sb_value(img, "blocksize") as u64;
+    let dirblklog: u32 = sb_value(img, "dirblklog") as u32;
     let dbs = bsize << dirblklog;
     assert_eq!(fmt("/blk"), "2 (extents)");
     assert_eq!(
@@ -883,14 +797,6 @@ fn run_case(img: &Path, patches: &[(u64, Vec<u8>)]) -> String {
         .to_string()
 }
 
-fn read_bytes(img: &Path, at: u64, len: usize) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(img).unwrap();
-    let mut v = vec![0u8; len];
-    f.read_exact_at(&mut v, at).unwrap();
-    v
-}
-
 /// A structure of `len` bytes at `at` with `edits` applied (byte offset in
 /// the structure, new bytes), and its v5 CRC at `crc_off` recomputed when
 /// given — so that the field checks behind the CRC are reached.
@@ -909,16 +815,6 @@ fn patch(
         xfs::crc::set(&mut b, c).unwrap();
     }
     (at, b)
-}
-
-fn sb_value(img: &Path, field: &str) -> usize {
-    xfs_db(img, &["sb 0", &format!("print {field}")])
-        .split(" = ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 struct Image {

@@ -10,7 +10,7 @@ use crate::overlay::VolumeDev;
 
 /// Filesystem kinds (as [`FileSystem::kind`](super::FileSystem::kind) names them)
 /// that onramp can write.
-pub const WRITABLE: &[&str] = &["ext2", "ext3", "ext4", "ntfs"];
+pub const WRITABLE: &[&str] = &["ext2", "ext3", "ext4", "xfs", "ntfs"];
 
 /// Apply `actions` to the filesystem of kind `kind` on `dev`; returns a log
 /// line per change.
@@ -18,9 +18,24 @@ pub fn apply(dev: &VolumeDev, kind: &str, actions: &[FsAction]) -> Result<Vec<St
     match kind {
         "ext2" | "ext3" | "ext4" => super::ext4::write::apply(dev, actions),
         "ntfs" => super::ntfs::write::apply(dev, actions),
+        "xfs" => super::xfs::write::apply(dev, actions),
         other => Err(Error::unsupported(format!(
             "writing to {other} filesystems is not supported (onramp writes {})",
             WRITABLE.join(", ")
+        ))),
+    }
+}
+
+/// (parent directory, final name) of an absolute guest path, for writers
+/// creating or removing an entry; the root directory has neither.
+pub fn split_parent(path: &str) -> Result<(String, String)> {
+    let t = path.trim_end_matches('/');
+    match t.rsplit_once('/') {
+        Some((p, n)) if !n.is_empty() => {
+            Ok((if p.is_empty() { "/".into() } else { p.into() }, n.into()))
+        }
+        _ => Err(Error::invalid(format!(
+            "{path:?}: cannot create or remove the root directory"
         ))),
     }
 }

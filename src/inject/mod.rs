@@ -513,6 +513,56 @@ pub fn plan(ops: &[Op], fs: &dyn FileSystem) -> Result<Vec<FsAction>> {
     Ok(p.actions)
 }
 
+/// SELinux in the guest: when `/etc/selinux/config` says `SELINUX=enforcing`
+/// or `permissive` and `actions` change the filesystem, files onramp creates
+/// carry no security label. Like virt-customize's `--selinux-relabel` without
+/// booting, schedule a full relabel at first boot: an empty `/.autorelabel`
+/// (read by selinux-autorelabel in RHEL-family guests). Returns the action and
+/// a plan warning saying so, or `None` when SELinux is disabled or absent.
+pub fn selinux_relabel(
+    fs: &dyn FileSystem,
+    actions: &[FsAction],
+) -> Result<Option<(FsAction, String)>> {
+    if actions.is_empty() {
+        return Ok(None);
+    }
+    let Some(m) = fs.stat("/etc/selinux/config")? else {
+        return Ok(None);
+    };
+    if m.file_type != FileType::File {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&fs.read_file("/etc/selinux/config", 1 << 20)?).into_owned();
+    let mode = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .rev()
+        .find_map(|l| l.strip_prefix("SELINUX="))
+        .map(|v| v.trim().trim_matches('"').to_ascii_lowercase());
+    let Some(mode) = mode.filter(|m| m == "enforcing" || m == "permissive") else {
+        return Ok(None);
+    };
+    if actions
+        .iter()
+        .any(|a| matches!(a, FsAction::WriteFile { path, .. } if path == "/.autorelabel"))
+    {
+        return Ok(None);
+    }
+    Ok(Some((
+        FsAction::WriteFile {
+            path: "/.autorelabel".into(),
+            data: Vec::new(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        },
+        format!(
+            "SELinux is {mode} in the guest (/etc/selinux/config): onramp wrote /.autorelabel so the first boot relabels the files it wrote (that boot takes longer and reboots once)"
+        ),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,6 +656,33 @@ mod tests {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{path} not written in {acts:?}"))
+    }
+
+    #[test]
+    fn selinux_enforcing_schedules_a_relabel() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "/etc/selinux/config".to_string(),
+            (
+                FileType::File,
+                b"# x\nSELINUX=enforcing\nSELINUXTYPE=targeted\n".to_vec(),
+            ),
+        );
+        let fs = MemFs(m);
+        let acts = vec![FsAction::Mkdir {
+            path: "/x".into(),
+            mode: 0o755,
+        }];
+        let (a, w) = selinux_relabel(&fs, &acts).unwrap().unwrap();
+        assert!(matches!(a, FsAction::WriteFile { ref path, .. } if path == "/.autorelabel"));
+        assert!(w.contains("enforcing"));
+        assert!(selinux_relabel(&fs, &[]).unwrap().is_none());
+        let mut m = BTreeMap::new();
+        m.insert(
+            "/etc/selinux/config".to_string(),
+            (FileType::File, b"SELINUX=disabled\n".to_vec()),
+        );
+        assert!(selinux_relabel(&MemFs(m), &acts).unwrap().is_none());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 pub mod rpm;
 pub mod windows;
+pub mod lvm;
+pub mod xfs;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -1439,15 +1439,7 @@ impl Ext4Writer {
     }
 
     fn split(path: &str) -> Result<(String, String)> {
-        let t = path.trim_end_matches('/');
-        match t.rsplit_once('/') {
-            Some((p, n)) if !n.is_empty() => {
-                Ok((if p.is_empty() { "/".into() } else { p.into() }, n.into()))
-            }
-            _ => Err(Error::invalid(format!(
-                "{path:?}: cannot create or remove the root directory"
-            ))),
-        }
+        crate::fs::write::split_parent(path)
     }
 
     /// mkdir -p; returns the directory's inode.

@@ -28,6 +28,7 @@ pub mod crc;
 pub mod dir;
 pub mod inode;
 pub mod sb;
+pub mod write;
 
 use crate::block::BlockSource;
 use crate::error::{Error, Result};

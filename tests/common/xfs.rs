@@ -1,0 +1,94 @@
+//! xfs_db helpers shared by the XFS reader and writer tests: listings,
+//! inode fields, block maps and address conversions as xfsprogs print them.
+#![allow(dead_code)]
+
+use super::{run, s};
+use std::path::Path;
+
+pub fn xfs_db(img: &Path, cmds: &[&str]) -> String {
+    let mut a: Vec<String> = vec!["-r".into(), s(img).into()];
+    for c in cmds {
+        a.push("-c".into());
+        a.push((*c).into());
+    }
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    run("xfs_db", &a)
+}
+
+/// `print FIELD` value of the inode at `path`, as xfs_db prints it.
+pub fn db_field(img: &Path, path: &str, field: &str) -> String {
+    let out = xfs_db(img, &[&format!("path {path}"), &format!("print {field}")]);
+    out.split_once(" = ")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("xfs_db print {field} for {path}: {out}"))
+}
+
+pub fn db_ino(img: &Path, path: &str) -> u64 {
+    let out = xfs_db(img, &[&format!("path {path}"), "inode"]);
+    // "current inode number is 131"
+    out.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+/// Byte offset of an xfs_db `convert` result (`convert inode N byte` etc.).
+pub fn db_byte(img: &Path, kind: &str, n: u64) -> u64 {
+    let out = xfs_db(img, &[&format!("convert {kind} {n} byte")]);
+    // "0x10600 (67072)"
+    let v = out
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .trim_end()
+        .trim_end_matches(')');
+    v.parse().unwrap()
+}
+
+/// (file offset, fsblock, count, flag) of every data fork extent of `path`.
+pub fn db_bmap(img: &Path, path: &str) -> Vec<(u64, u64, u64, u64)> {
+    xfs_db(img, &[&format!("path {path}"), "bmap"])
+        .lines()
+        .filter(|l| l.starts_with("data offset"))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (
+                w[2].parse().unwrap(),
+                w[4].parse().unwrap(),
+                w[7].parse().unwrap(),
+                w[9].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `xfs_db ls` of a directory: (name, inode) without "." and "..".
+pub fn db_ls(img: &Path, path: &str) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = xfs_db(img, &[&format!("ls {path}")])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() >= 6).then(|| (w[5].to_string(), w[1].parse().unwrap()))
+        })
+        .filter(|(n, _)| n != "." && n != "..")
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn read_bytes(img: &Path, at: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(img).unwrap();
+    let mut v = vec![0u8; len];
+    f.read_exact_at(&mut v, at).unwrap();
+    v
+}
+
+/// A numeric field of the primary superblock (`xfs_db -c "sb 0" -c "print FIELD"`).
+pub fn sb_value(img: &Path, field: &str) -> usize {
+    xfs_db(img, &["sb 0", &format!("print {field}")])
+        .split(" = ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
