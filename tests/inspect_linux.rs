@@ -13,8 +13,8 @@
 
 mod common;
 
-use common::rpm::{build_rpmdb, rpm_qa, Pkg};
 use common::lvm::{poke, sfdisk, write_pv};
+use common::rpm::{build_rpmdb, rpm_qa, Pkg};
 use common::{require, run, s, tempdir};
 use onramp::block::BlockSource;
 use serde_json::Value;

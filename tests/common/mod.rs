@@ -5,9 +5,9 @@
 //! fails loudly under CI=true and is skipped (with a message) elsewhere.
 #![allow(dead_code)]
 
+pub mod lvm;
 pub mod rpm;
 pub mod windows;
-pub mod lvm;
 pub mod xfs;
 
 use sha2::{Digest, Sha256};
