@@ -9,7 +9,8 @@
 
 mod common;
 
-use common::{pattern, require, run, run_output, s, tempdir};
+use common::winimg::{self, hivexsh_ls, ntfs_tools, parse_reg_line, software_hive, system_hive};
+use common::{pattern, require, run, s, tempdir};
 use onramp::block::BlockSource;
 use onramp::fs::ntfs::NtfsFs;
 use onramp::fs::regf::writer::{build, KeySpec};
@@ -22,189 +23,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 // ---------------------------------------------------------------- fixtures
-
-const CCS: &str = "ControlSet001";
-
-fn system_hive() -> KeySpec {
-    let mut r = KeySpec::new("ROOT");
-    let c = |p: &str| format!("{CCS}\\{p}");
-    r.set("Select", Value::dword("Current", 1))
-        .set("Select", Value::dword("Default", 1))
-        .set("Select", Value::dword("LastKnownGood", 2))
-        .set("Setup", Value::sz("CmdLine", "oobe\\windeploy.exe"))
-        .set("Setup", Value::dword("SetupType", 2))
-        .set(
-            "Setup\\Status\\SysprepStatus",
-            Value::dword("GeneralizationState", 7),
-        )
-        .set(
-            &c("Control\\Session Manager\\Environment"),
-            Value::sz("PROCESSOR_ARCHITECTURE", "AMD64"),
-        )
-        .set(
-            &c("Control\\ComputerName\\ComputerName"),
-            Value::sz("ComputerName", "SQLSP01"),
-        )
-        .set(
-            &c("Services\\Tcpip\\Parameters"),
-            Value::sz("Hostname", "sqlsp01"),
-        )
-        .set(
-            &c("Control\\Terminal Server"),
-            Value::dword("fDenyTSConnections", 0),
-        )
-        .set(
-            &c("Control\\Terminal Server\\WinStations\\RDP-Tcp"),
-            Value::dword("PortNumber", 3389),
-        )
-        .set(
-            &c("Services\\partmgr\\Parameters"),
-            Value::dword("SanPolicy", 1),
-        )
-        .set(
-            &c("Control\\TimeZoneInformation"),
-            Value::dword("RealTimeIsUniversal", 1),
-        )
-        .set(
-            &c("Control\\TimeZoneInformation"),
-            Value::sz("TimeZoneKeyName", "UTC"),
-        )
-        .set(
-            &c("Services\\WindowsAzureGuestAgent"),
-            Value::dword("Start", 2),
-        )
-        .set(
-            &c("Services\\WindowsAzureGuestAgent"),
-            Value::expand_sz(
-                "ImagePath",
-                "C:\\WindowsAzure\\GuestAgent\\WindowsAzureGuestAgent.exe",
-            ),
-        )
-        .set(&c("Services\\RdAgent"), Value::dword("Start", 2))
-        .set(
-            &c("Services\\RdAgent"),
-            Value::expand_sz("ImagePath", "C:\\WindowsAzure\\Packages\\WaAppAgent.exe"),
-        )
-        .set(&c("Services\\TermService"), Value::dword("Start", 3))
-        .set(
-            &c("Services\\TermService"),
-            Value::expand_sz(
-                "ImagePath",
-                "%SystemRoot%\\System32\\svchost.exe -k NetworkService",
-            ),
-        )
-        .set(
-            &c("Control\\Session Manager\\Memory Management"),
-            Value::multi_sz("PagingFiles", &["?:\\pagefile.sys"]),
-        )
-        .set(
-            &c("Services\\SharedAccess\\Parameters\\FirewallPolicy\\DomainProfile"),
-            Value::dword("EnableFirewall", 1),
-        )
-        .set(
-            &c("Services\\SharedAccess\\Parameters\\FirewallPolicy\\StandardProfile"),
-            Value::dword("EnableFirewall", 0),
-        )
-        .set(
-            &c("Services\\SharedAccess\\Parameters\\FirewallPolicy\\PublicProfile"),
-            Value::dword("EnableFirewall", 1),
-        )
-        // A stale second control set that must not be read.
-        .set(
-            "ControlSet002\\Services\\partmgr\\Parameters",
-            Value::dword("SanPolicy", 3),
-        );
-    // Many services, as a real SYSTEM hive has (forces bigger lists).
-    for i in 0..150 {
-        r.set(
-            &c(&format!("Services\\svc{i:03}")),
-            Value::dword("Start", 3),
-        );
-    }
-    r
-}
-
-fn software_hive() -> KeySpec {
-    let mut r = KeySpec::new("ROOT");
-    let cv = "Microsoft\\Windows NT\\CurrentVersion";
-    let un = "Microsoft\\Windows\\CurrentVersion\\Uninstall";
-    let un32 = "WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall";
-    r.set(
-        cv,
-        Value::sz("ProductName", "Windows Server 2022 Datacenter"),
-    )
-    .set(cv, Value::sz("EditionID", "ServerDatacenter"))
-    .set(cv, Value::sz("InstallationType", "Server"))
-    .set(cv, Value::sz("CurrentVersion", "6.3"))
-    .set(cv, Value::sz("DisplayVersion", "21H2"))
-    .set(cv, Value::sz("CurrentBuildNumber", "20348"))
-    .set(cv, Value::sz("CurrentBuild", "20348"))
-    .set(cv, Value::dword("UBR", 2113))
-    .set(cv, Value::dword("CurrentMajorVersionNumber", 10))
-    .set(cv, Value::dword("CurrentMinorVersionNumber", 0))
-    .set(
-        "Microsoft\\Windows\\CurrentVersion\\Setup\\State",
-        Value::sz("ImageState", "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"),
-    )
-    .set(
-        &format!("{un}\\{{F2A5B2D1-0000-4B8B-9A1E-SQL2019}}"),
-        Value::sz("DisplayName", "Microsoft SQL Server 2019 (64-bit)"),
-    )
-    .set(
-        &format!("{un}\\{{F2A5B2D1-0000-4B8B-9A1E-SQL2019}}"),
-        Value::sz("DisplayVersion", "15.0.2000.5"),
-    )
-    .set(
-        &format!("{un}\\{{F2A5B2D1-0000-4B8B-9A1E-SQL2019}}"),
-        Value::sz("Publisher", "Microsoft Corporation"),
-    )
-    .set(
-        &format!("{un}\\SharePoint"),
-        Value::sz("DisplayName", "Microsoft SharePoint Server 2019"),
-    )
-    .set(
-        &format!("{un}\\SharePoint"),
-        Value::sz("DisplayVersion", "16.0.10337.12109"),
-    )
-    .set(&format!("{un}\\NoName"), Value::dword("SystemComponent", 1))
-    .set(
-        &format!("{un32}\\Notepad++"),
-        Value::sz("DisplayName", "Notepad++ (32-bit x86)"),
-    )
-    .set(
-        &format!("{un32}\\Notepad++"),
-        Value::sz("DisplayVersion", "8.6"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\Instance Names\\SQL",
-        Value::sz("MSSQLSERVER", "MSSQL15.MSSQLSERVER"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\Setup",
-        Value::sz("Version", "15.0.2000.5"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\Setup",
-        Value::sz("PatchLevel", "15.0.2000.5"),
-    )
-    .set(
-        "Microsoft\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\Setup",
-        Value::sz("Edition", "Enterprise Edition"),
-    )
-    .set(
-        "Microsoft\\Shared Tools\\Web Server Extensions\\16.0",
-        Value::sz("Version", "16.0.10337.12109"),
-    )
-    .set(
-        "Microsoft\\Shared Tools\\Web Server Extensions\\16.0\\WSS",
-        Value::sz("SetupType", "CLEAN_INSTALL"),
-    )
-    .set(
-        "Microsoft\\Shared Tools\\Web Server Extensions\\Common",
-        Value::dword("x", 1),
-    );
-    r
-}
 
 /// A hive with every value type, large data and a key with many subkeys.
 fn types_hive() -> KeySpec {
@@ -245,74 +63,6 @@ fn types_hive() -> KeySpec {
 }
 
 // ------------------------------------------------------------ hivex oracle
-
-/// Parse one line of `hivexget HIVE KEY` (.reg style) into (name, type, data).
-fn parse_reg_line(line: &str) -> Option<(String, u32, Vec<u8>)> {
-    let (name, rest) = if let Some(r) = line.strip_prefix("@=") {
-        (String::new(), r)
-    } else {
-        let l = line.strip_prefix('"')?;
-        // Name ends at the first unescaped quote followed by '='.
-        let mut name = String::new();
-        let mut it = l.char_indices();
-        let mut end = None;
-        while let Some((i, ch)) = it.next() {
-            match ch {
-                '\\' => {
-                    if let Some((_, n)) = it.next() {
-                        name.push(n);
-                    }
-                }
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                c => name.push(c),
-            }
-        }
-        // hivexget prints the default value's name as "@".
-        (
-            if name == "@" { String::new() } else { name },
-            l.get(end? + 2..)?,
-        )
-    };
-    let unq = |s: &str| -> String {
-        let s = s
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .unwrap_or(s);
-        s.replace("\\\"", "\"").replace("\\\\", "\\")
-    };
-    let utf16z = |s: &str| -> Vec<u8> {
-        let mut v: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
-        v.extend([0, 0]);
-        v
-    };
-    if let Some(h) = rest.strip_prefix("dword:") {
-        let v = u32::from_str_radix(h, 16).ok()?;
-        return Some((name, types::REG_DWORD, v.to_le_bytes().to_vec()));
-    }
-    if let Some(r) = rest.strip_prefix("str(") {
-        let (t, s) = r.split_once("):")?;
-        return Some((name, t.parse().ok()?, utf16z(&unq(s))));
-    }
-    if rest.starts_with('"') {
-        return Some((name, types::REG_SZ, utf16z(&unq(rest))));
-    }
-    let (t, hex) = if let Some(r) = rest.strip_prefix("hex(") {
-        let (t, h) = r.split_once("):")?;
-        (t.parse().ok()?, h)
-    } else {
-        (types::REG_BINARY, rest.strip_prefix("hex:")?)
-    };
-    let bytes = hex
-        .split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .ok()?;
-    Some((name, t, bytes))
-}
 
 /// Compare the values of `spec` with what hivexget prints for `path`.
 fn check_values_with_hivex(hive: &Path, path: &str, spec: &KeySpec) {
@@ -355,31 +105,6 @@ fn check_values_with_hivex(hive: &Path, path: &str, spec: &KeySpec) {
             }
         }
     }
-}
-
-fn hivexsh_ls(hive: &Path, path: &str) -> Vec<String> {
-    let mut c = Command::new("hivexsh");
-    c.arg(s(hive))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("spawn hivexsh");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        let p = if path.is_empty() {
-            "\\".to_string()
-        } else {
-            format!("\\{path}")
-        };
-        writeln!(stdin, "cd {p}\nls").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 /// Walk `spec`: hivex and our reader must both see exactly its keys and values.
@@ -463,12 +188,6 @@ struct Volume {
     host: PathBuf,
 }
 
-fn ntfs_tools() -> bool {
-    require(&[
-        "mkntfs", "ntfs-3g", "ntfscp", "ntfscat", "ntfsls", "python3", "umount",
-    ])
-}
-
 /// Build the Windows-like NTFS volume. Directories need a mount (ntfscp only
 /// copies files), so this mounts the image with ntfs-3g (FUSE); returns None
 /// (test skipped, or failed under CI) when FUSE mounting is not possible here.
@@ -477,35 +196,9 @@ fn make_volume() -> Option<Volume> {
     let img = dir.path().join("win.ntfs");
     let host = dir.path().join("tree");
     std::fs::create_dir_all(&host).unwrap();
-    run("truncate", &["-s", "16M", s(&img)]);
-    run(
-        "mkntfs",
-        &[
-            "-F",
-            "-q",
-            "-s",
-            "512",
-            "-c",
-            "4096",
-            "--fast",
-            "--force",
-            "-L",
-            "WINSYS",
-            s(&img),
-        ],
-    );
+    winimg::mkntfs(&img, "16M", "WINSYS");
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let m = run_output("ntfs-3g", &["-o", "compression", s(&img), s(&mnt)]);
-    if !m.status.success() {
-        let msg = format!(
-            "ntfs-3g mount failed: {}",
-            String::from_utf8_lossy(&m.stderr)
-        );
-        if common::in_ci() {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
+    if !winimg::mount_ntfs(&img, &mnt) {
         return None;
     }
     let put = |rel: &str, data: &[u8]| {
@@ -573,12 +266,7 @@ os.setxattr(sys.argv[1], 'system.ntfs_reparse_data', buf)
         std::fs::write(mnt.join("Compressed/mixed.bin"), &mixed).unwrap();
         std::fs::write(host.join("Compressed_mixed.bin"), &mixed).unwrap();
     });
-    let u = run_output("umount", &[s(&mnt)]);
-    assert!(
-        u.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&u.stderr)
-    );
+    winimg::umount(&mnt);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

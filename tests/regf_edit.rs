@@ -4,11 +4,12 @@
 
 mod common;
 
+use common::winimg::{hivex_values, hivexsh_ls};
 use common::*;
 use onramp::fs::regf::editor::HiveEditor;
 use onramp::fs::regf::windows::{add_service, azure_settings, ServiceSpec};
 use onramp::fs::regf::writer::{build, KeySpec};
-use onramp::fs::regf::{checksum, fold, types, Hive, Key, Value, ValueData};
+use onramp::fs::regf::{checksum, fold, Hive, Key, Value, ValueData};
 use std::path::Path;
 use std::process::Command;
 
@@ -110,102 +111,6 @@ fn random_ops(ed: &mut HiveEditor, model: &mut KeySpec, r: &mut Rng, n: usize) {
 }
 
 // ------------------------------------------------------------ hivex oracle
-
-fn parse_reg_line(line: &str) -> Option<(String, u32, Vec<u8>)> {
-    let (name, rest) = if let Some(r) = line.strip_prefix("@=") {
-        (String::new(), r)
-    } else {
-        let l = line.strip_prefix('"')?;
-        let mut name = String::new();
-        let mut it = l.char_indices();
-        let mut end = None;
-        while let Some((i, ch)) = it.next() {
-            match ch {
-                '\\' => {
-                    if let Some((_, n)) = it.next() {
-                        name.push(n);
-                    }
-                }
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                c => name.push(c),
-            }
-        }
-        (
-            if name == "@" { String::new() } else { name },
-            l.get(end? + 2..)?,
-        )
-    };
-    let unq = |s: &str| -> String {
-        let s = s
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .unwrap_or(s);
-        s.replace("\\\"", "\"").replace("\\\\", "\\")
-    };
-    let utf16z = |s: &str| -> Vec<u8> {
-        let mut v: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
-        v.extend([0, 0]);
-        v
-    };
-    if let Some(h) = rest.strip_prefix("dword:") {
-        let v = u32::from_str_radix(h, 16).ok()?;
-        return Some((name, types::REG_DWORD, v.to_le_bytes().to_vec()));
-    }
-    if let Some(r) = rest.strip_prefix("str(") {
-        let (t, s) = r.split_once("):")?;
-        return Some((name, t.parse().ok()?, utf16z(&unq(s))));
-    }
-    if rest.starts_with('"') {
-        return Some((name, types::REG_SZ, utf16z(&unq(rest))));
-    }
-    let (t, hex) = if let Some(r) = rest.strip_prefix("hex(") {
-        let (t, h) = r.split_once("):")?;
-        (t.parse().ok()?, h)
-    } else {
-        (types::REG_BINARY, rest.strip_prefix("hex:")?)
-    };
-    let bytes = hex
-        .split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .ok()?;
-    Some((name, t, bytes))
-}
-
-fn hivex_values(hive: &Path, path: &str) -> Vec<(String, u32, Vec<u8>)> {
-    let out = run(
-        "hivexget",
-        &[s(hive), if path.is_empty() { "\\" } else { path }],
-    );
-    out.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| parse_reg_line(l).unwrap_or_else(|| panic!("unparsed hivexget line {l:?}")))
-        .collect()
-}
-
-fn hivexsh_ls(hive: &Path, path: &str) -> Vec<String> {
-    let mut c = Command::new("hivexsh");
-    c.arg(s(hive))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("spawn hivexsh");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "cd \\{path}\nls").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
-}
 
 fn check_tree(hive: &Path, ours: &Hive<'_>, path: &str, spec: &KeySpec, hivex: bool) {
     let key: Key<'_, '_> = if path.is_empty() {

@@ -5,6 +5,8 @@
 //! fails loudly under CI=true and is skipped (with a message) elsewhere.
 #![allow(dead_code)]
 
+pub mod winimg;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -134,21 +134,35 @@ pub struct WindowsService {
     /// DependOnService.
     #[serde(default)]
     pub dependencies: Vec<String>,
+    /// Service type: `own` (own process, 0x10; the default), `share` (0x20),
+    /// or a number.
+    #[serde(default, rename = "type")]
+    pub service_type: Option<String>,
 }
 
 /// A registry value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowsRegistryValue {
-    /// Key path, e.g. `HKLM\SYSTEM\CurrentControlSet\Control\TimeZoneInformation`.
+    /// Hive: `SYSTEM` or `SOFTWARE`; when absent it is taken from the key's
+    /// prefix (`HKLM\SYSTEM\...`, `SOFTWARE\...`).
+    #[serde(default)]
+    pub hive: Option<String>,
+    /// Key path, e.g. `HKLM\SYSTEM\CurrentControlSet\Control\TimeZoneInformation`
+    /// (`CurrentControlSet` means every control set `Select` points at).
     pub key: String,
-    /// Value name.
+    /// Value name ("" for the default value).
     pub name: String,
     /// Type: sz, expand_sz, multi_sz, dword, qword, binary.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Value, as text.
+    /// Value, as text: a number (decimal or 0x hex) for dword/qword, hex bytes
+    /// for binary ("01 02 ff"), strings separated by `\n` for multi_sz.
+    #[serde(default)]
     pub value: String,
+    /// multi_sz strings as a list (instead of `value`).
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 /// Parse manifest text; `file` is used in errors only.
