@@ -10,13 +10,14 @@ use crate::overlay::VolumeDev;
 
 /// Filesystem kinds (as [`FileSystem::kind`](super::FileSystem::kind) names them)
 /// that onramp can write.
-pub const WRITABLE: &[&str] = &["ext2", "ext3", "ext4"];
+pub const WRITABLE: &[&str] = &["ext2", "ext3", "ext4", "ntfs"];
 
 /// Apply `actions` to the filesystem of kind `kind` on `dev`; returns a log
 /// line per change.
 pub fn apply(dev: &VolumeDev, kind: &str, actions: &[FsAction]) -> Result<Vec<String>> {
     match kind {
         "ext2" | "ext3" | "ext4" => super::ext4::write::apply(dev, actions),
+        "ntfs" => super::ntfs::write::apply(dev, actions),
         other => Err(Error::unsupported(format!(
             "writing to {other} filesystems is not supported (onramp writes {})",
             WRITABLE.join(", ")

@@ -36,6 +36,7 @@
 )]
 
 pub mod lznt1;
+pub mod write;
 
 use super::{DirEntry, FileSystem, FileType, Metadata};
 use crate::block::BlockSource;
