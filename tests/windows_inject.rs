@@ -614,12 +614,43 @@ fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
 fn find_rule<'a>(v: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
     match v {
         serde_json::Value::Object(m) => {
-            if m.get("id").and_then(|x| x.as_str()) == Some(id) {
+            if m.get("rule").and_then(|x| x.as_str()) == Some(id) {
                 return Some(v);
             }
             m.values().find_map(|x| find_rule(x, id))
         }
         serde_json::Value::Array(a) => a.iter().find_map(|x| find_rule(x, id)),
         _ => None,
+    }
+}
+
+#[test]
+fn recipe_with_windows_agent_and_settings_plans_the_edits() {
+    if !tools() || !ntfs_writable() {
+        return;
+    }
+    let dir = tempdir();
+    let Some(img) = windows_volume(dir.path(), Kind::Generalized) else {
+        return;
+    };
+    let r = dir.path().join("win.yaml");
+    std::fs::write(
+        &r,
+        format!(
+            "name: win\nsource:\n  path: {}\ntarget:\n  cloud: azure\n  format: azure-vhd\nagent: {}\ncustomize:\n  - azure-windows-settings: true\n  - firstboot-command: echo hi\noutput:\n  dir: out\n",
+            s(&img),
+            s(&bundle_dir())
+        ),
+    )
+    .unwrap();
+    let plan = onramp_ok(&["build", s(&r), "--dry-run", "--json"]);
+    for want in [
+        "write /WindowsAzure/Packages/WaAppAgent.exe",
+        "write /Windows/Setup/Scripts/SetupComplete.cmd",
+        "write /Windows/System32/config/SYSTEM",
+        "service RdAgent",
+        "Azure settings",
+    ] {
+        assert!(plan.contains(want), "{want:?} not in the plan:\n{plan}");
     }
 }
