@@ -263,6 +263,32 @@ fn lists_grow_past_hundreds_of_subkeys() {
     }
     let h = Hive::parse(&bytes).unwrap();
     check_tree(&p, &h, "", &model, false);
+    check_sk_refcounts_and_base_block(&bytes);
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Every security cell's reference count equals the number of keys using it;
+/// the base block is clean (primary == secondary sequence) with a valid checksum.
+fn check_sk_refcounts_and_base_block(bytes: &[u8]) {
+    assert_eq!(u32_at(bytes, 4), u32_at(bytes, 8), "sequence numbers");
+    assert_eq!(u32_at(bytes, 508), checksum(&bytes[..4096]), "checksum");
+    let h = Hive::parse(bytes).unwrap();
+    let mut uses: std::collections::BTreeMap<u32, u32> = Default::default();
+    let mut stack = vec![h.root().unwrap()];
+    while let Some(k) = stack.pop() {
+        // nk cell data at 4096 + offset + 4; its security offset at +44.
+        let sk = u32_at(bytes, 4096 + k.offset() as usize + 4 + 44);
+        *uses.entry(sk).or_default() += 1;
+        stack.extend(k.subkeys().unwrap());
+    }
+    for (sk, n) in uses {
+        let cell = 4096 + sk as usize + 4;
+        assert_eq!(&bytes[cell..cell + 2], b"sk");
+        assert_eq!(u32_at(bytes, cell + 12), n, "refcount of sk {sk:#x}");
+    }
 }
 
 fn system_spec(select: (u32, u32, u32)) -> KeySpec {

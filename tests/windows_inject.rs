@@ -552,6 +552,11 @@ fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
             "{f}"
         );
     }
+    let info = common::run(
+        "ntfsinfo",
+        &["-F", "/WindowsAzure/Packages/WaAppAgent.exe", s(&out)],
+    );
+    assert!(info.contains("WaAppAgent.exe"), "{info}");
     let ls = common::run("ntfsls", &["-p", "/WindowsAzure/Packages", s(&out)]);
     assert!(ls.lines().any(|l| l == "WaAppAgent.exe"), "{ls}");
     assert!(ls.lines().any(|l| l == "WaAppAgent.exe.config"), "{ls}");

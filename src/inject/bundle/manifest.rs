@@ -12,7 +12,14 @@
 //!   - {script: /etc/init.d/onramp-azure-ready, runlevels: "2345"}
 //! config:
 //!   - {dest: /etc/onramp/agent.conf, template: "region={{region}}\n", mode: "0600"}
-//! windows: {...}   # parsed, used by Windows injection (issue 11)
+//! windows:            # used on Windows guests (src/inject/windows.rs)
+//!   files:
+//!     - {src: Packages/WaAppAgent.exe, dest: 'C:\WindowsAzure\Packages\WaAppAgent.exe'}
+//!   services:
+//!     - {name: RdAgent, image_path: 'C:\WindowsAzure\Packages\WaAppAgent.exe',
+//!        display_name: RdAgent, start: auto, account: LocalSystem, type: own, dependencies: [RpcSs]}
+//!   registry:
+//!     - {key: 'HKLM\SYSTEM\CurrentControlSet\Services\RdAgent', name: Description, type: sz, value: "..."}
 //! ```
 
 use crate::error::{Error, Result};
@@ -42,7 +49,7 @@ pub struct Manifest {
     /// Configuration files rendered from inline templates.
     #[serde(default)]
     pub config: Vec<ConfigSpec>,
-    /// Windows part (issue 11); parsed, not applied to Linux guests.
+    /// Windows part (issue 11): used on Windows guests, ignored on Linux ones.
     #[serde(default)]
     pub windows: Option<WindowsSpec>,
 }
