@@ -674,7 +674,18 @@ impl Planner<'_> {
         let hives = std::mem::take(&mut self.hives);
         for (_, (path, ed)) in hives {
             let bytes = ed.finish()?;
-            self.write(&path, bytes)?;
+            // `path` is canonical and exists: no Mkdir, and no copy kept in
+            // `pending` (hives can be 100 MiB and more).
+            self.out.actions.retain(
+                |a| !matches!(a, FsAction::WriteFile { path: p, .. } if p.eq_ignore_ascii_case(&path)),
+            );
+            self.out.actions.push(FsAction::WriteFile {
+                path,
+                data: bytes,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            });
         }
         Ok(self.out)
     }
