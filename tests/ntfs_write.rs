@@ -320,7 +320,7 @@ fn random_sequences() {
             };
             // Paths already in the model keep their own case.
             let existing = model.keys().find(|k| k.eq_ignore_ascii_case(&p)).cloned();
-            if (r >> 20) % 4 == 0 {
+            if (r >> 20).is_multiple_of(4) {
                 if let Some(k) = existing {
                     actions.push(delete(&k));
                     model.remove(&k);

@@ -373,7 +373,7 @@ impl Record {
                 break;
             }
             let len = le32(buf, p + 4) as usize;
-            if len < 0x18 || len % 8 != 0 || p + len > used {
+            if len < 0x18 || !len.is_multiple_of(8) || p + len > used {
                 return Err(corrupt(format!(
                     "{what}: attribute {ty:#x} at byte {p} has length {len} (record uses {used})"
                 )));
@@ -565,6 +565,9 @@ fn nonres_attr(ty: u32, name: &[u16], runs: &[Run], cs: u64, data_size: u64) -> 
     a
 }
 
+/// Entries of an index node (each with its child VCN) and the end entry's child.
+type Node = (Vec<(IEntry, Option<u64>)>, Option<u64>);
+
 /// One `$I30` index entry: the file reference and its `$FILE_NAME` key.
 #[derive(Clone, Debug)]
 struct IEntry {
@@ -622,7 +625,7 @@ fn node_bytes(items: &[(IEntry, Option<u64>)], end_child: Option<u64>) -> Vec<u8
 }
 
 /// Parse the entries of an index node whose index header is at `h` in `b`.
-fn parse_node(b: &[u8], h: usize, what: &str) -> Result<(Vec<(IEntry, Option<u64>)>, Option<u64>)> {
+fn parse_node(b: &[u8], h: usize, what: &str) -> Result<Node> {
     let start = h + le32(b, h) as usize;
     let end = h + le32(b, h + 4) as usize;
     if start > end || end > b.len() {
@@ -1396,10 +1399,10 @@ impl NtfsWriter {
         ibs: usize,
         unit: u64,
         what: &str,
-    ) -> Result<(Vec<(IEntry, Option<u64>)>, Option<u64>)> {
+    ) -> Result<Node> {
         let (runs, size) = alloc
             .ok_or_else(|| corrupt(format!("{what}: child node without $INDEX_ALLOCATION")))?;
-        let off = vcn.checked_mul(unit).unwrap_or(u64::MAX);
+        let off = vcn.saturating_mul(unit);
         if off.saturating_add(ibs as u64) > *size {
             return Err(corrupt(format!(
                 "{what}: index node VCN {vcn} beyond the allocation"
@@ -2128,4 +2131,81 @@ pub fn apply(dev: &VolumeDev, actions: &[FsAction]) -> Result<Vec<String>> {
     }
     w.finish()?;
     Ok(log)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_pairs_round_trip() {
+        let runs = vec![
+            Run {
+                vcn: 0,
+                lcn: Some(0x1000),
+                len: 0x80,
+            },
+            Run {
+                vcn: 0x80,
+                lcn: Some(0x20),
+                len: 1,
+            },
+            Run {
+                vcn: 0x81,
+                lcn: None,
+                len: 0x10,
+            },
+            Run {
+                vcn: 0x91,
+                lcn: Some(0x7F_FFFF),
+                len: 0x1_0000,
+            },
+            Run {
+                vcn: 0x1_0091,
+                lcn: Some(0x7F),
+                len: 3,
+            },
+        ];
+        let mp = encode_runs(&runs);
+        // 0x80 clusters need a second length byte (lengths are signed-safe).
+        assert_eq!(&mp[..5], &[0x22, 0x80, 0x00, 0x00, 0x10]);
+        assert_eq!(decode_runs(&mp, 1 << 30, "t").unwrap(), runs);
+        // A one-byte negative delta: 0x1000 then -0x80.
+        let d = decode_runs(&[0x21, 1, 0x00, 0x10, 0x11, 1, 0x80, 0], 1 << 20, "t").unwrap();
+        assert_eq!(d[1].lcn, Some(0xF80));
+        assert!(decode_runs(&[0x21, 1], 100, "t").is_err());
+        assert!(decode_runs(&[0x11, 5, 200, 0], 100, "t").is_err());
+    }
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(namespace_for("SYSTEM"), NS_WIN32_AND_DOS);
+        assert_eq!(namespace_for("README.TXT"), NS_WIN32_AND_DOS);
+        assert_eq!(namespace_for("readme.txt"), NS_WIN32);
+        assert_eq!(namespace_for("SetupComplete.cmd"), NS_WIN32);
+        assert_eq!(namespace_for("LONGNAME9.TXT"), NS_WIN32);
+        assert_eq!(namespace_for("A.B.C"), NS_WIN32);
+        assert_eq!(namespace_for("a:b"), NS_POSIX);
+        assert_eq!(namespace_for("trailing."), NS_POSIX);
+    }
+
+    #[test]
+    fn fixups_round_trip_and_detect_torn_writes() {
+        let mut b = vec![0u8; 1024];
+        b[..4].copy_from_slice(b"FILE");
+        w16(&mut b, 4, 0x30);
+        w16(&mut b, 6, 3);
+        b[510] = 0xAB;
+        b[1023] = 0xCD;
+        let orig = b.clone();
+        fix(&mut b);
+        assert_eq!(le16(&b, 510), le16(&b, 0x30));
+        let mut c = b.clone();
+        unfix(&mut c, "t").unwrap();
+        assert_eq!(&c[..0x30], &orig[..0x30]);
+        assert_eq!(&c[0x36..], &orig[0x36..]);
+        b[1022] ^= 1;
+        assert!(unfix(&mut b, "t").is_err());
+    }
 }
