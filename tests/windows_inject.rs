@@ -249,7 +249,21 @@ fn plan_places_files_registers_services_in_every_selected_control_set() {
         return;
     };
     let fs = open_fs(&img);
+    // The same bundle as a .tar.gz plans the same actions.
+    let tgz = dir.path().join("agent.tar.gz");
+    common::run(
+        "tar",
+        &[
+            "czf",
+            s(&tgz),
+            "-C",
+            s(bundle_dir().parent().unwrap()),
+            "azure-vm-agent-windows",
+        ],
+    );
     let b = bundle::load(&bundle_dir()).unwrap();
+    let from_tgz = plan(&[], Some(&bundle::load(&tgz).unwrap()), &fs).unwrap();
+    assert_eq!(from_tgz.actions, plan(&[], Some(&b), &fs).unwrap().actions);
     let ops = [
         Op::AzureWindowsSettings(true),
         Op::Hostname("sqlsp02".into()),
@@ -593,6 +607,40 @@ fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
         assert_eq!(svc["start"], 2, "{name}");
     }
     assert_eq!(insp["windows"]["rdp"]["enabled"], true);
+    // A second pass over the output (hives replaced again, files replaced).
+    let out2 = dir.path().join("out2.raw");
+    onramp_ok(&[
+        "customize",
+        s(&out),
+        s(&out2),
+        "--to",
+        "raw",
+        "--agent",
+        s(&bundle_dir()),
+        "--hostname",
+        "web-02",
+    ]);
+    let fix = common::run_output("ntfsfix", &["-n", s(&out2)]);
+    assert!(
+        fix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fix.stdout)
+    );
+    let o = std::process::Command::new("ntfscat")
+        .args([s(&out2), "/Windows/System32/config/SYSTEM"])
+        .output()
+        .unwrap();
+    let sys2 = dir.path().join("SYSTEM.out2");
+    std::fs::write(&sys2, &o.stdout).unwrap();
+    check_system_hive(&sys2);
+    assert_eq!(
+        hivexget(
+            &sys2,
+            "ControlSet002\\Control\\ComputerName\\ComputerName",
+            "ComputerName"
+        ),
+        "WEB-02"
+    );
     assert_eq!(insp["windows"]["san_policy"], 1);
     let v = onramp(&[
         "validate",
