@@ -707,3 +707,123 @@ fn recipe_with_windows_agent_and_settings_plans_the_edits() {
         assert!(plan.contains(want), "{want:?} not in the plan:\n{plan}");
     }
 }
+
+#[test]
+fn customize_finds_the_system_volume_in_a_gpt_disk() {
+    if !tools() || !ntfs_writable() || !require(&["sfdisk", "dd"]) {
+        return;
+    }
+    let dir = tempdir();
+    let Some(vol) = windows_volume(dir.path(), Kind::Generalized) else {
+        return;
+    };
+    // GPT: a 4 MiB partition without a filesystem, then the Windows volume.
+    let disk = dir.path().join("disk.raw");
+    common::run("truncate", &["-s", "32M", s(&disk)]);
+    let mut sf = std::process::Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel", s(&disk)])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        sf.stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\nstart=2048, size=8192, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE\nstart=10240, size=49152, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n")
+            .unwrap();
+    }
+    assert!(sf.wait().unwrap().success());
+    common::run(
+        "dd",
+        &[
+            &format!("if={}", s(&vol)),
+            &format!("of={}", s(&disk)),
+            "bs=512",
+            "seek=10240",
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
+    let out = dir.path().join("out.raw");
+    onramp_ok(&[
+        "customize",
+        s(&disk),
+        s(&out),
+        "--to",
+        "raw",
+        "--azure-settings",
+    ]);
+    let part = dir.path().join("part.ntfs");
+    common::run(
+        "dd",
+        &[
+            &format!("if={}", s(&out)),
+            &format!("of={}", s(&part)),
+            "bs=512",
+            "skip=10240",
+            "count=49152",
+            "status=none",
+        ],
+    );
+    let fix = common::run_output("ntfsfix", &["-n", s(&part)]);
+    assert!(
+        fix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fix.stdout)
+    );
+    let o = std::process::Command::new("ntfscat")
+        .args([s(&part), "/Windows/System32/config/SYSTEM"])
+        .output()
+        .unwrap();
+    let sys = dir.path().join("SYSTEM.gpt");
+    std::fs::write(&sys, &o.stdout).unwrap();
+    for cs in ["ControlSet001", "ControlSet002"] {
+        assert_eq!(
+            hivexget(
+                &sys,
+                &format!("{cs}\\Services\\partmgr\\Parameters"),
+                "SanPolicy"
+            ),
+            "1"
+        );
+    }
+    // Outside the partition nothing changed.
+    let first = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        b[..10240 * 512].to_vec()
+    };
+    assert!(
+        first(&disk) == first(&out),
+        "bytes before the partition changed"
+    );
+    // --root names the volume explicitly; the other partition is refused.
+    let out2 = dir.path().join("out2.raw");
+    onramp_ok(&[
+        "customize",
+        s(&disk),
+        s(&out2),
+        "--to",
+        "raw",
+        "--azure-settings",
+        "--root",
+        "2",
+    ]);
+    let bad = onramp(&[
+        "customize",
+        s(&disk),
+        s(&out2),
+        "--to",
+        "raw",
+        "--azure-settings",
+        "--root",
+        "1",
+        "--force",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
