@@ -210,3 +210,39 @@ pub const MAX_BUNDLE_MEMBERS: usize = 65536;
 /// debian-binary, control.tar.*, data.tar.*; later ones are ignored by dpkg
 /// but still bounded here).
 pub const MAX_DEB_AR_MEMBERS: usize = 16;
+
+/// Largest rpm package database (`rpmdb.sqlite`) read into memory: 512 MiB.
+/// onramp's own bound; a RHEL 9 server's database is 5-40 MiB (about 60 KiB
+/// per installed package).
+pub const MAX_RPMDB_BYTES: u64 = 512 << 20;
+
+/// Deepest SQLite table b-tree walked: 64 levels. onramp's own bound: with
+/// 512-byte pages and the smallest interior fan-out a 2^64-row table is far
+/// shallower (sqlite.org/fileformat2.html §1.6; SQLite itself stops at 20,
+/// `BTCURSOR_MAX_DEPTH` in btreeInt.h).
+pub const MAX_SQLITE_BTREE_DEPTH: usize = 64;
+
+/// Most rows visited in one SQLite table: 2^22. onramp's own bound; an rpm
+/// database holds one row per package (a few thousand).
+pub const MAX_SQLITE_ROWS: usize = 1 << 22;
+
+/// Largest SQLite record payload assembled (local part plus overflow chain):
+/// 1 GB, SQLite's default `SQLITE_MAX_LENGTH` (sqlite.org/limits.html); it is
+/// also never more than the file holds.
+pub const MAX_SQLITE_PAYLOAD_BYTES: u64 = 1_000_000_000;
+
+/// Most columns decoded from one SQLite record: 32767, SQLite's largest
+/// `SQLITE_MAX_COLUMN` (sqlite.org/limits.html).
+pub const MAX_SQLITE_COLUMNS: usize = 32767;
+
+/// Most index entries in one rpm header: 65535 (rpm's `hdrchkTags`,
+/// lib/header_internal.h: "a limit of 65K tags").
+pub const MAX_RPM_HEADER_TAGS: u32 = 0xffff;
+
+/// Largest data store of one rpm header: 16 MiB - 1 (rpm's `hdrchkData`,
+/// lib/header_internal.h, rejects sizes with any of the top 8 bits set).
+pub const MAX_RPM_HEADER_DATA: u32 = 0x00ff_ffff;
+
+/// Most "skipped package" messages kept from one rpm database: 16. onramp's
+/// own bound (the count of skipped rows is always reported).
+pub const MAX_RPMDB_SKIP_MESSAGES: usize = 16;

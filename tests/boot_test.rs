@@ -1,8 +1,11 @@
 //! `onramp boot-test` end to end: build a small bootable Debian bookworm disk
 //! with scripts/make-bootable-debian (debootstrap minbase + cloud kernel, no boot
-//! loader, cached under target/boot-cache), boot it by direct kernel boot under
-//! TCG, and check the artifact is unchanged (sha256). Skipped with a message when
-//! debootstrap / qemu-system-x86_64 / qemu-img are missing, unless CI=true.
+//! loader, cached under target/boot-cache), `onramp build` a recipe that injects
+//! the demo agent (fixtures/agents/azure-ready) into it, boot the artifact by
+//! direct kernel boot under TCG, see the agent start on the serial console, and
+//! check the artifact is unchanged (sha256). Two boots in all. Skipped with a
+//! message when debootstrap / qemu-system-x86_64 / qemu-img are missing, unless
+//! CI=true.
 
 mod common;
 
@@ -40,19 +43,58 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// The recipe the end-to-end test builds: the bootable Debian image to an
+/// Azure fixed VHD with the demo agent (fixtures/agents/azure-ready) injected.
+fn agent_recipe(dir: &Path, source: &Path) -> PathBuf {
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agents/azure-ready");
+    let r = dir.join("boot-debian.yaml");
+    std::fs::write(
+        &r,
+        format!(
+            "name: boot-debian\n\
+             source:\n  path: {}\n\
+             target:\n  cloud: azure\n  format: azure-vhd\n\
+             agent: {}\n\
+             validate:\n  profile: azure\n  waivers:\n\
+             \x20   - rule: azure.linux.console-ttys0\n\
+             \x20     reason: no boot loader; boot-test boots it directly with console=ttyS0\n\
+             \x20   - rule: azure.linux.sshd\n\
+             \x20     reason: minbase test image without openssh-server\n\
+             output:\n  dir: out\n",
+            source.display(),
+            agent.display()
+        ),
+    )
+    .unwrap();
+    r
+}
+
+/// The whole chain of issue #13, in two TCG boots: `onramp build` injects the
+/// demo agent into the Debian image, `onramp boot-test` of the artifact sees
+/// userspace, the image's own marker unit, and the agent's "onramp-agent:
+/// started" line on the serial console; the artifact is unchanged. Then the
+/// source image (no agent) booted with the same expectation fails with exit 1:
+/// the marker comes from the injection, not from the image.
 #[test]
-fn debian_boots_and_checks_pass_and_fail() {
+fn built_image_with_injected_agent_boots_and_agent_starts() {
     if !require(TOOLS) {
         return;
     }
     let dir = tempdir();
-    let img = build_image(dir.path());
+    let src = build_image(dir.path());
+    let recipe = agent_recipe(dir.path(), &src);
+    let started = std::time::Instant::now();
+    let o = onramp(&["build", s(&recipe), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "build failed:\n{}", text(&o));
+    eprintln!("onramp build: {:.1} s", started.elapsed().as_secs_f64());
+    let img = dir.path().join("out/boot-debian.vhd");
+    assert!(img.exists(), "{}", text(&o));
     let before = sha256_file(&img);
     let mtime = std::fs::metadata(&img).unwrap().modified().unwrap();
     let log = dir.path().join("console.log");
 
     // Positive: TCG, userspace + the image's marker unit (by name and by its
-    // Description) + the line it prints.
+    // Description) + its line + the injected agent's start marker.
     let started = std::time::Instant::now();
     let o = onramp(&[
         "boot-test",
@@ -67,6 +109,8 @@ fn debian_boots_and_checks_pass_and_fail() {
         "onramp boot marker",
         "--expect-serial",
         r"onramp-hello: guest userspace is up",
+        "--expect-serial",
+        r"^onramp-agent: started$",
         "--console-log",
         s(&log),
         "--json",
@@ -78,37 +122,57 @@ fn debian_boots_and_checks_pass_and_fail() {
     assert_eq!(v["boot_path"], "direct");
     assert_eq!(v["accel"], "tcg");
     assert!(v["cmdline"].as_str().unwrap().contains("console=ttyS0"));
-    assert_eq!(v["checks"].as_array().unwrap().len(), 4);
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 5);
+    let agent = checks
+        .iter()
+        .find(|c| c["what"] == "^onramp-agent: started$")
+        .unwrap();
+    assert_eq!(agent["passed"], true);
     eprintln!(
-        "TCG boot to all checks: {} s in qemu ({:.1} s wall)",
+        "TCG boot to all checks: {} s in qemu ({:.1} s wall); agent started at {} s",
         v["seconds"],
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        agent["at_seconds"]
     );
-    // The console log is the real serial output.
+    // The console log is the real serial output: the kernel, systemd starting
+    // the injected unit, and the agent's own line.
     let console = std::fs::read_to_string(&log).unwrap();
     assert!(console.contains("Linux version"), "{console}");
+    assert!(
+        console.contains("onramp-azure-read"),
+        "systemd starts the injected unit:\n{console}"
+    );
+    assert!(console.contains("onramp-agent: started"), "{console}");
     assert_eq!(sha256_file(&img), before, "boot-test modified the artifact");
     assert_eq!(std::fs::metadata(&img).unwrap().modified().unwrap(), mtime);
 
-    // Negative: a unit that does not exist. Userspace comes up, the unit never
-    // does: exit 1 after the settle time, with the console tail printed.
+    // Negative: the source image has no agent and no such unit. Userspace
+    // comes up, the agent never does: exit 1 after the settle time, with the
+    // console tail printed.
+    let started = std::time::Instant::now();
     let o = onramp(&[
         "boot-test",
-        s(&img),
+        s(&src),
         "--timeout",
         "600",
         "--settle",
         "3",
+        "--expect-serial",
+        r"^onramp-agent: started$",
         "--expect-unit",
         "nonexistent",
     ]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("MISS unit nonexistent"), "{out}");
+    assert!(out.contains("MISS serial ^onramp-agent: started$"), "{out}");
     assert!(out.contains("last 30 console lines:"), "{out}");
     assert!(out.contains("  | "), "{out}");
-    eprintln!("negative run:\n{out}");
-    assert_eq!(sha256_file(&img), before, "boot-test modified the artifact");
+    eprintln!(
+        "negative run ({:.1} s wall):\n{out}",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

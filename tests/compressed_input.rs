@@ -3,6 +3,7 @@
 //! stay behind; decompression bombs stop at the configured limit.
 
 mod common;
+use common::convert::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +14,7 @@ fn qemu_raw_sha(img: &Path, fmt: &str, dir: &Path) -> String {
         "{}.qemu.raw",
         img.file_name().unwrap().to_string_lossy()
     ));
-    qemu_img(&["convert", "-f", fmt, "-O", "raw", s(img), s(&out)]);
+    qemu_raw(img, fmt, &out);
     let sha = sha256_file(&out);
     std::fs::remove_file(&out).unwrap();
     sha
@@ -88,6 +89,14 @@ fn gz_two_members(input: &Path) -> PathBuf {
     out
 }
 
+/// `tar --format=oldgnu MODE OUT -C DIR MEMBERS...` (MODE `-Sczf`: sparse,
+/// gzipped, the GCE image layout; `-Scf`: sparse, plain).
+fn gnu_sparse_tar(out: &Path, mode: &str, dir: &Path, members: &[&str]) {
+    let mut args = vec!["--format=oldgnu", mode, s(out), "-C", s(dir)];
+    args.extend_from_slice(members);
+    run("tar", &args);
+}
+
 /// The qcow2 reader lands in another branch; until then qcow2 cases skip.
 fn qcow2_readable(dir: &Path) -> bool {
     let q = dir.join("probe.qcow2");
@@ -105,8 +114,7 @@ fn raw_behind_gz_xz_zst_and_two_member_gz() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("disk.raw");
-    make_raw_with_holes(&raw, 9_000_448); // whole sectors: qemu-img pads raw output to 512
+    let raw = holes_raw(d.path(), "disk.raw", 9_000_448); // whole sectors: qemu-img pads raw output to 512
     let want = qemu_raw_sha(&raw, "raw", d.path());
     for c in [gz(&raw), xz(&raw), zst(&raw), gz_two_members(&raw)] {
         let guard = InputGuard::new(&c);
@@ -121,27 +129,15 @@ fn vhd_behind_gz_and_gz_of_gz() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("src.raw");
-    make_raw_with_holes(&raw, 6 << 20);
+    let raw = holes_raw(d.path(), "src.raw", 6 << 20);
     let vhd = d.path().join("disk.vhd");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=fixed",
-        s(&raw),
-        s(&vhd),
-    ]);
+    qemu_from_raw(&raw, &vhd, "vpc", "subformat=fixed");
     let want = qemu_raw_sha(&vhd, "vpc", d.path());
     let g = gz(&vhd);
     assert_eq!(onramp_raw_sha(&g, d.path()), want);
     let gg = gz(&g);
     assert_eq!(onramp_raw_sha(&gg, d.path()), want);
-    let info = onramp_ok(&["info", s(&g), "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let v = info_json(&[s(&g)]);
     assert_eq!(v["details"]["compression"], "gzip");
     assert_eq!(v["details"]["inner_format"], "vhd");
 }
@@ -155,10 +151,9 @@ fn qcow2_behind_gz_xz_zst() {
     if !qcow2_readable(d.path()) {
         return;
     }
-    let raw = d.path().join("src.raw");
-    make_raw_with_holes(&raw, 7_000_064);
+    let raw = holes_raw(d.path(), "src.raw", 7_000_064);
     let q = d.path().join("image.qcow2");
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&q)]);
+    qemu_from_raw(&raw, &q, "qcow2", "");
     let want = qemu_raw_sha(&q, "qcow2", d.path());
     for c in [gz(&q), xz(&q), zst(&q), gz_two_members(&q)] {
         assert_eq!(onramp_raw_sha(&c, d.path()), want, "{}", c.display());
@@ -174,8 +169,7 @@ fn gce_tar_gz_from_gnu_tar() {
     }
     use std::os::unix::fs::FileExt;
     let d = tempdir();
-    let stage = d.path().join("stage");
-    std::fs::create_dir_all(&stage).unwrap();
+    let stage = subdir(d.path(), "stage");
     let raw = stage.join("disk.raw");
     let f = std::fs::File::create(&raw).unwrap();
     f.set_len(64 << 20).unwrap();
@@ -188,20 +182,9 @@ fn gce_tar_gz_from_gnu_tar() {
     drop(f);
     let want = qemu_raw_sha(&raw, "raw", d.path());
     let tgz = d.path().join("image.tar.gz");
-    run(
-        "tar",
-        &[
-            "--format=oldgnu",
-            "-Sczf",
-            s(&tgz),
-            "-C",
-            s(&stage),
-            "disk.raw",
-        ],
-    );
+    gnu_sparse_tar(&tgz, "-Sczf", &stage, &["disk.raw"]);
     assert_eq!(onramp_raw_sha(&tgz, d.path()), want);
-    let info = onramp_ok(&["info", s(&tgz), "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let v = info_json(&[s(&tgz)]);
     assert_eq!(v["details"]["container"], "gce-tar (disk.raw)");
     assert_eq!(v["virtual_size"].as_u64(), Some(64 << 20));
     // Sparse in, sparse out: only the data regions are allocated.
@@ -215,8 +198,7 @@ fn gce_tar_roundtrip_through_onramp() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("disk.raw");
-    make_raw_with_holes(&raw, 3_000_000);
+    let raw = holes_raw(d.path(), "disk.raw", 3_000_000);
     let tgz = d.path().join("gce.tar.gz");
     onramp_ok(&["convert", s(&raw), s(&tgz), "--to", "gce-tar"]);
     let back = d.path().join("back.raw");
@@ -226,11 +208,9 @@ fn gce_tar_roundtrip_through_onramp() {
 }
 
 fn assert_fails_cleanly(input: &Path, dir: &Path, env: &[(&str, &str)], needle: &str) {
-    let outdir = dir.join("failout");
-    std::fs::create_dir_all(&outdir).unwrap();
+    let outdir = subdir(dir, "failout");
     let out = outdir.join("disk.raw");
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = subdir(dir, "tmp");
     let mut c = Command::new(onramp_bin());
     c.args(["convert", s(input), s(&out), "--to", "raw"])
         .env("TMPDIR", &tmp);
@@ -310,38 +290,16 @@ fn gce_tar_with_bad_checksum_or_extra_member_is_refused() {
         return;
     }
     let d = tempdir();
-    let stage = d.path().join("stage");
-    std::fs::create_dir_all(&stage).unwrap();
+    let stage = subdir(d.path(), "stage");
     std::fs::write(stage.join("disk.raw"), pattern(3, 1 << 20)).unwrap();
     std::fs::write(stage.join("extra.txt"), b"hello\n").unwrap();
     // Two members: disk.raw then extra.txt.
     let two = d.path().join("two.tar.gz");
-    run(
-        "tar",
-        &[
-            "--format=oldgnu",
-            "-Sczf",
-            s(&two),
-            "-C",
-            s(&stage),
-            "disk.raw",
-            "extra.txt",
-        ],
-    );
+    gnu_sparse_tar(&two, "-Sczf", &stage, &["disk.raw", "extra.txt"]);
     assert_fails_cleanly(&two, d.path(), &[], "more than disk.raw");
     // One member whose header checksum is wrong.
     let tar = d.path().join("one.tar");
-    run(
-        "tar",
-        &[
-            "--format=oldgnu",
-            "-Scf",
-            s(&tar),
-            "-C",
-            s(&stage),
-            "disk.raw",
-        ],
-    );
+    gnu_sparse_tar(&tar, "-Scf", &stage, &["disk.raw"]);
     let mut b = std::fs::read(&tar).unwrap();
     b[110] ^= 1; // inside the uid field
     std::fs::write(&tar, &b).unwrap();
@@ -355,22 +313,11 @@ fn decompressed_readers_pass_conformance() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("disk.raw");
-    make_raw_with_holes(&raw, 5 << 20);
+    let raw = holes_raw(d.path(), "disk.raw", 5 << 20);
     let reference = d.path().join("ref.raw");
-    qemu_img(&["convert", "-f", "raw", "-O", "raw", s(&raw), s(&reference)]);
+    qemu_raw(&raw, "raw", &reference);
     let tgz = d.path().join("gce.tar.gz");
-    run(
-        "tar",
-        &[
-            "--format=oldgnu",
-            "-Sczf",
-            s(&tgz),
-            "-C",
-            s(d.path()),
-            "disk.raw",
-        ],
-    );
+    gnu_sparse_tar(&tgz, "-Sczf", d.path(), &["disk.raw"]);
     let opts = onramp::source::OpenOptions {
         temp_dir: Some(d.path().join("tmp")),
         ..Default::default()

@@ -1,6 +1,7 @@
 //! Raw and Azure fixed VHD output, judged by qemu-img.
 
 mod common;
+use common::convert::*;
 use common::*;
 
 #[test]
@@ -9,14 +10,12 @@ fn raw_with_holes_to_azure_vhd_matches_qemu() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 30_000_000);
+    let src = holes_raw(d.path(), "in.raw", 30_000_000);
     let guard = InputGuard::new(&src);
     let out = d.path().join("out.vhd");
-    onramp_ok(&["convert", s(&src), s(&out), "--to", "azure-vhd"]);
+    convert_ok(&src, &out, "azure-vhd", &[]);
     guard.check();
-    let info = qemu_img(&["info", "-f", "vpc", "--output=json", s(&out)]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let v = qemu_info(&out, "vpc");
     assert_eq!(v["virtual-size"].as_u64(), Some(29 << 20));
     assert_eq!(std::fs::metadata(&out).unwrap().len(), (29 << 20) + 512);
     // The rounded-up tail reads as zeros: compare says identical (size warning only).
@@ -28,15 +27,14 @@ fn raw_with_holes_to_azure_vhd_matches_qemu() {
     );
     let first = sha256_file(&out);
     let out2 = d.path().join("out2.vhd");
-    onramp_ok(&["convert", s(&src), s(&out2), "--to", "azure-vhd"]);
+    convert_ok(&src, &out2, "azure-vhd", &[]);
     assert_eq!(first, sha256_file(&out2), "two runs differ");
 }
 
 #[test]
 fn digest_is_computed_while_writing() {
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 5 << 20);
+    let src = holes_raw(d.path(), "in.raw", 5 << 20);
     let out = d.path().join("out.vhd");
     let j = onramp_ok(&[
         "convert",
@@ -58,14 +56,13 @@ fn digest_is_computed_while_writing() {
 #[test]
 fn existing_output_is_refused_without_force() {
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 2 << 20);
+    let src = holes_raw(d.path(), "in.raw", 2 << 20);
     let out = d.path().join("out.raw");
     std::fs::write(&out, b"keep me").unwrap();
     let o = onramp(&["convert", s(&src), s(&out), "--to", "raw"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    onramp_ok(&["convert", s(&src), s(&out), "--to", "raw", "--force"]);
+    convert_ok(&src, &out, "raw", &["--force"]);
     assert_eq!(sha256_file(&out), sha256_file(&src));
     // No temporary files left behind.
     let left: Vec<_> = std::fs::read_dir(d.path())
@@ -82,8 +79,7 @@ fn compare_agrees_with_qemu() {
         return;
     }
     let d = tempdir();
-    let a = d.path().join("a.raw");
-    make_raw_with_holes(&a, 3 << 20);
+    let a = holes_raw(d.path(), "a.raw", 3 << 20);
     let b = d.path().join("b.raw");
     std::fs::copy(&a, &b).unwrap();
     assert!(qemu_compare(&a, "raw", &b, "raw"));
@@ -109,17 +105,8 @@ fn ext4_disk_to_azure_vhd() {
     let d = tempdir();
     let disk = make_ext4_disk(d.path(), "demo", 64);
     let out = d.path().join("demo.vhd");
-    onramp_ok(&[
-        "convert",
-        s(&disk),
-        s(&out),
-        "--to",
-        "azure-vhd",
-        "--size",
-        "100M",
-    ]);
-    let info = qemu_img(&["info", "-f", "vpc", "--output=json", s(&out)]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    convert_ok(&disk, &out, "azure-vhd", &["--size", "100M"]);
+    let v = qemu_info(&out, "vpc");
     assert_eq!(v["virtual-size"].as_u64(), Some(100 << 20));
     assert!(qemu_compare(&disk, "raw", &out, "vpc"));
 }
@@ -127,12 +114,11 @@ fn ext4_disk_to_azure_vhd() {
 #[test]
 fn conformance_raw_and_vhd() {
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 3 << 20);
+    let src = holes_raw(d.path(), "in.raw", 3 << 20);
     let r = onramp::source::raw::RawReader::open(&src).unwrap();
     onramp::block::conformance::check(&r, &src).unwrap();
     let out = d.path().join("out.vhd");
-    onramp_ok(&["convert", s(&src), s(&out), "--to", "azure-vhd"]);
+    convert_ok(&src, &out, "azure-vhd", &[]);
     let v = onramp::source::vhd::VhdReader::open(&out).unwrap();
     onramp::block::conformance::check(&v, &src).unwrap();
 }

@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::rpm::{build_rpmdb, rpm_qa, Pkg};
 use common::{require, run, s, tempdir};
 use onramp::block::BlockSource;
 use serde_json::Value;
@@ -707,10 +708,21 @@ fn suse_no_table_bls_xz_rpmdb() {
     assert_eq!(k["hyperv"]["hv_utils"], "builtin", "from modules.builtin");
     assert_eq!(k["hyperv"]["hv_storvsc"], "module", "from modules.dep");
     assert_eq!(l["packages"]["manager"], "rpm");
+    // A 16-byte "database": not parsed, with the reason, and a warning.
     assert_eq!(l["packages"]["parsed"], false);
-    assert_eq!(
-        l["packages"]["note"],
-        "rpmdb present (/usr/lib/sysimage/rpm/rpmdb.sqlite), not parsed"
+    let note = l["packages"]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("rpmdb present (/usr/lib/sysimage/rpm/rpmdb.sqlite), not parsed: "),
+        "{note}"
+    );
+    assert!(note.contains("sqlite database header"), "{note}");
+    assert!(
+        j["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("/usr/lib/sysimage/rpm/rpmdb.sqlite: ")),
+        "{}",
+        j["warnings"]
     );
     assert_eq!(l["network"]["styles"], serde_json::json!(["wicked"]));
     assert_eq!(l["agents"]["cloud_init"]["version"], "23.3");
@@ -794,7 +806,7 @@ fn lvm_text(root_segments: &str) -> String {
 
 #[test]
 fn rhel_like_root_on_lvm_two_segments() {
-    if !require(&["mkfs.ext4", "sfdisk", "debugfs"]) {
+    if !require(&["mkfs.ext4", "sfdisk", "debugfs", "rpm", "rpmbuild"]) {
         return;
     }
     let d = tempdir();
@@ -812,7 +824,23 @@ fn rhel_like_root_on_lvm_two_segments() {
         "etc/sysconfig/network-scripts/ifcfg-eth0",
         b"DEVICE=eth0\nBOOTPROTO=dhcp\n",
     );
-    w(&t, "var/lib/rpm/rpmdb.sqlite", b"SQLite format 3\0");
+    // A real rpm database (rpmbuild + rpm -i --justdb), listed by rpm -qa.
+    let rpmwork = d.path().join("rpm");
+    let db = build_rpmdb(
+        &rpmwork,
+        &[
+            Pkg::new("kernel-core", "5.14.0", "362.8.1.el9_3", "x86_64"),
+            Pkg::new("WALinuxAgent", "2.9.1.1", "1.el9", "noarch"),
+            Pkg {
+                epoch: Some(1),
+                ..Pkg::new("openssh-server", "8.7p1", "34.el9", "x86_64")
+            },
+            Pkg::new("redhat-release", "9.3", "0.5.el9", "x86_64"),
+        ],
+    );
+    let rpm_list = rpm_qa(&db);
+    std::fs::create_dir_all(t.join("var/lib/rpm")).unwrap();
+    std::fs::copy(db.join("rpmdb.sqlite"), t.join("var/lib/rpm/rpmdb.sqlite")).unwrap();
     std::fs::remove_file(t.join("boot/vmlinuz-5.14.0-362.el9.x86_64")).unwrap();
     // /boot is its own filesystem.
     let bt = d.path().join("rhel.boot");
@@ -883,10 +911,28 @@ fn rhel_like_root_on_lvm_two_segments() {
         l["network"]["styles"],
         serde_json::json!(["network-scripts"])
     );
-    assert_eq!(
-        l["packages"]["note"],
-        "rpmdb present (/var/lib/rpm/rpmdb.sqlite), not parsed"
-    );
+    // Packages from the rpm sqlite database, as rpm -qa lists them.
+    assert_eq!(l["packages"]["manager"], "rpm");
+    assert_eq!(l["packages"]["parsed"], true);
+    assert_eq!(l["packages"]["count"], 4);
+    let mut listed: Vec<String> = l["packages"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap(),
+                p["arch"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, rpm_list);
+    assert!(listed.contains(&"openssh-server 1:8.7p1-34.el9 x86_64".to_string()));
+    // WALinuxAgent is known from the package database alone (no waagent.conf).
+    assert_eq!(l["agents"]["walinuxagent"]["version"], "2.9.1.1-1.el9");
     // The LV reads back across its two segments as the filesystem image did (debugfs on the image).
     let src = open_disk(&disk);
     let layout = onramp::partition::scan(&src).unwrap();

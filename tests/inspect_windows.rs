@@ -9,7 +9,8 @@
 
 mod common;
 
-use common::winimg::{self, hivexsh_ls, ntfs_tools, parse_reg_line, software_hive, system_hive};
+use common::windows::{mkntfs, software_hive, system_hive, with_ntfs_mounted};
+use common::winimg::{hivexsh_ls, ntfs_tools, parse_reg_line};
 use common::{pattern, require, run, s, tempdir};
 use onramp::block::BlockSource;
 use onramp::fs::ntfs::NtfsFs;
@@ -196,11 +197,8 @@ fn make_volume() -> Option<Volume> {
     let img = dir.path().join("win.ntfs");
     let host = dir.path().join("tree");
     std::fs::create_dir_all(&host).unwrap();
-    winimg::mkntfs(&img, "16M", "WINSYS");
+    mkntfs(&img, "16M", "WINSYS");
     let mnt = dir.path().join("mnt");
-    if !winimg::mount_ntfs(&img, &mnt) {
-        return None;
-    }
     let put = |rel: &str, data: &[u8]| {
         let hp = host.join(rel);
         std::fs::create_dir_all(hp.parent().unwrap()).unwrap();
@@ -209,7 +207,7 @@ fn make_volume() -> Option<Volume> {
         std::fs::create_dir_all(mp.parent().unwrap()).unwrap();
         std::fs::write(&mp, data).unwrap();
     };
-    let result = std::panic::catch_unwind(|| {
+    with_ntfs_mounted(&img, &mnt, |mnt| {
         put(
             "Windows/System32/config/SYSTEM",
             &build(&system_hive(), "SYSTEM").unwrap(),
@@ -265,11 +263,7 @@ os.setxattr(sys.argv[1], 'system.ntfs_reparse_data', buf)
         mixed.extend((0..5_000).flat_map(|i| format!("tail {}\n", i * 7).into_bytes()));
         std::fs::write(mnt.join("Compressed/mixed.bin"), &mixed).unwrap();
         std::fs::write(host.join("Compressed_mixed.bin"), &mixed).unwrap();
-    });
-    winimg::umount(&mnt);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    })?;
     // And one file placed by ntfscp, without a mount.
     let notes = host.join("Windows/notes.txt");
     std::fs::write(&notes, b"placed by ntfscp\n").unwrap();

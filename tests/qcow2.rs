@@ -5,6 +5,7 @@
 //! refused features exit 2 naming the field, quickly and in bounded memory.
 
 mod common;
+use common::convert::*;
 use common::*;
 use onramp::block::conformance;
 use onramp::source::{self, OpenOptions};
@@ -21,6 +22,29 @@ fn raw_fixture(dir: &Path) -> PathBuf {
         make_raw_with_holes(&p, RAW_SIZE);
     }
     p
+}
+
+/// v3 with 64 KiB clusters, the default shape of most fixtures here.
+const V3_64K: &str = "compat=1.1,cluster_size=65536";
+
+/// `qemu-img create -f qcow2 ARGS... -b BACKING -F BFMT IMG [SIZE]` (ARGS:
+/// `-o OPTS`, `-u`; no size when `size` is empty).
+fn create_overlay(img: &Path, args: &[&str], backing: &str, bfmt: &str, size: &str) {
+    let mut all = vec!["create", "-f", "qcow2"];
+    all.extend_from_slice(args);
+    all.extend(["-b", backing, "-F", bfmt, s(img)]);
+    if !size.is_empty() {
+        all.push(size);
+    }
+    qemu_img(&all);
+}
+
+/// A v3 64 KiB-cluster image `dir/NAME` of the raw fixture.
+fn v3_fixture(dir: &Path, name: &str) -> PathBuf {
+    let raw = raw_fixture(dir);
+    let img = dir.join(name);
+    to_qcow2(&raw, &img, false, V3_64K);
+    img
 }
 
 /// `qemu-img convert -f raw -O qcow2 [-c] -o OPTS raw out`.
@@ -53,9 +77,7 @@ fn sha256sum(p: &Path) -> String {
 }
 
 fn virtual_size(img: &Path, fmt: &str) -> u64 {
-    let j = qemu_img(&["info", "-f", fmt, "--output=json", s(img)]);
-    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    v["virtual-size"].as_u64().unwrap()
+    qemu_info(img, fmt)["virtual-size"].as_u64().unwrap()
 }
 
 /// The whole battery for one image.
@@ -66,7 +88,7 @@ fn check_image(img: &Path, backing: bool) {
 
     // 1. Conformance against qemu-img's own raw conversion.
     let reference = dir.join(format!("{stem}.ref.raw"));
-    qemu_img(&["convert", "-f", "qcow2", "-O", "raw", s(img), s(&reference)]);
+    qemu_raw(img, "qcow2", &reference);
     let opts = OpenOptions {
         allow_backing: backing,
         ..Default::default()
@@ -212,9 +234,7 @@ fn zero_clusters_v3() {
         return;
     }
     let d = tempdir();
-    let raw = raw_fixture(d.path());
-    let img = d.path().join("z.qcow2");
-    to_qcow2(&raw, &img, false, "compat=1.1,cluster_size=65536");
+    let img = v3_fixture(d.path(), "z.qcow2");
     // Zero clusters over allocated data (qemu sets the zero flag, keeps the offset).
     qemu_io(&img, &["write -z 0 64k", "write -z 10000000 1M"]);
     check_image(&img, false);
@@ -247,24 +267,10 @@ fn backing_chain() {
         return;
     }
     let d = tempdir();
-    let raw = raw_fixture(d.path());
-    let base = d.path().join("base.qcow2");
-    to_qcow2(&raw, &base, false, "compat=1.1,cluster_size=65536");
+    v3_fixture(d.path(), "base.qcow2");
     // Overlay larger than its base: the tail past the base reads zeros.
     let mid = d.path().join("mid.qcow2");
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        "compat=1.1,cluster_size=65536",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&mid),
-        "40000000",
-    ]);
+    create_overlay(&mid, &["-o", V3_64K], "base.qcow2", "qcow2", "40000000");
     qemu_io(
         &mid,
         &[
@@ -275,24 +281,17 @@ fn backing_chain() {
     );
     // Top: extended L2, so unallocated subclusters defer to the chain.
     let top = d.path().join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        "compat=1.1,cluster_size=128k,extended_l2=on",
-        "-b",
+    create_overlay(
+        &top,
+        &["-o", "compat=1.1,cluster_size=128k,extended_l2=on"],
         "mid.qcow2",
-        "-F",
         "qcow2",
-        s(&top),
         "40000000",
-    ]);
+    );
     qemu_io(&top, &["write -P 0x71 8k 4k", "write -z 10100000 4k"]);
     check_image(&mid, true);
     check_image(&top, true);
-    let info = onramp_ok(&["info", "--json", "--allow-backing", s(&top)]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let v = info_json(&["--allow-backing", s(&top)]);
     assert_eq!(v["details"]["backing_file"], "mid.qcow2");
     assert_eq!(v["details"]["backing_format"], "qcow2");
 }
@@ -305,18 +304,7 @@ fn raw_backing_file() {
     let d = tempdir();
     let raw = raw_fixture(d.path());
     let top = d.path().join("over.qcow2");
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-o",
-        "compat=1.1",
-        "-b",
-        "in.raw",
-        "-F",
-        "raw",
-        s(&top),
-    ]);
+    create_overlay(&top, &["-o", "compat=1.1"], "in.raw", "raw", "");
     assert!(raw.exists());
     qemu_io(&top, &["write -P 0x5a 1M 64k"]);
     check_image(&top, true);
@@ -480,20 +468,7 @@ fn backing_refusals() {
     let raw = raw_fixture(p);
     let base = p.join("base.qcow2");
     to_qcow2(&raw, &base, false, "compat=1.1");
-    let mk = |img: &Path, backing: &str| {
-        qemu_img(&[
-            "create",
-            "-f",
-            "qcow2",
-            "-u",
-            "-b",
-            backing,
-            "-F",
-            "qcow2",
-            s(img),
-            "30000128",
-        ]);
-    };
+    let mk = |img: &Path, backing: &str| create_overlay(img, &["-u"], backing, "qcow2", "30000128");
 
     // Without --allow-backing: refused, naming the backing file.
     let over = p.join("over.qcow2");
@@ -501,8 +476,7 @@ fn backing_refusals() {
     refused(&over, &[], &["base.qcow2", "--allow-backing"]);
 
     // Outside the image's directory: absolute, `..`, and a symlink out.
-    let sub = p.join("sub");
-    std::fs::create_dir(&sub).unwrap();
+    let sub = subdir(p, "sub");
     let abs = sub.join("abs.qcow2");
     mk(&abs, s(&base));
     refused(&abs, &["--allow-backing"], &["base.qcow2", "outside"]);
@@ -547,18 +521,13 @@ fn chain_deeper_than_the_limit_is_refused() {
     let p = d.path();
     qemu_img(&["create", "-f", "qcow2", s(&p.join("l0.qcow2")), "1M"]);
     for i in 1..=17 {
-        qemu_img(&[
-            "create",
-            "-f",
-            "qcow2",
-            "-u",
-            "-b",
+        create_overlay(
+            &p.join(format!("l{i}.qcow2")),
+            &["-u"],
             &format!("l{}.qcow2", i - 1),
-            "-F",
             "qcow2",
-            s(&p.join(format!("l{i}.qcow2"))),
             "1M",
-        ]);
+        );
     }
     // 16 parents are fine; 17 are not.
     onramp_ok(&["info", "--allow-backing", s(&p.join("l16.qcow2"))]);
@@ -655,15 +624,12 @@ fn internal_snapshots() {
         return;
     }
     let d = tempdir();
-    let raw = raw_fixture(d.path());
-    let img = d.path().join("snap.qcow2");
-    to_qcow2(&raw, &img, false, "compat=1.1,cluster_size=65536");
+    let img = v3_fixture(d.path(), "snap.qcow2");
     qemu_img(&["snapshot", "-c", "first", s(&img)]);
     qemu_io(&img, &["write -P 0x77 0 1M", "write -z 10000000 64k"]);
     qemu_img(&["snapshot", "-c", "second-with-a-longer-name", s(&img)]);
     qemu_io(&img, &["write -P 0x78 2M 64k"]);
     check_image(&img, false);
-    let info = onramp_ok(&["info", "--json", s(&img)]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let v = info_json(&[s(&img)]);
     assert_eq!(v["details"]["snapshots"], 2);
 }

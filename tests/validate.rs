@@ -2,6 +2,7 @@
 //! a clean image passing all, and the report formats parsed by real parsers.
 
 mod common;
+use common::convert::*;
 use common::*;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -108,11 +109,7 @@ fn each_disk_rule_has_a_violating_fixture() {
         ),
         (
             "gce.disk.size-gib",
-            {
-                let raw = d.path().join("g.raw");
-                make_raw_with_holes(&raw, 1536 << 20);
-                raw
-            },
+            holes_raw(d.path(), "g.raw", 1536 << 20),
             vec!["--profile", "gce"],
         ),
     ];
@@ -129,20 +126,9 @@ fn dynamic_vhd_fails_fixed_rule_from_the_footer() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("a.raw");
-    make_raw_with_holes(&raw, 32 << 20);
+    let raw = holes_raw(d.path(), "a.raw", 32 << 20);
     let dynv = d.path().join("dyn.vhd");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=dynamic,force_size=on",
-        s(&raw),
-        s(&dynv),
-    ]);
+    qemu_from_raw(&raw, &dynv, "vpc", "subformat=dynamic,force_size=on");
     let (code, v) = validate_json(&dynv, &[]);
     assert_eq!(code, 1);
     assert!(
@@ -157,20 +143,9 @@ fn qemu_vhd_without_force_size_fails_alignment_then_passes_after_convert() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("a.raw");
-    make_raw_with_holes(&raw, 30_000_000);
+    let raw = holes_raw(d.path(), "a.raw", 30_000_000);
     let q = d.path().join("q.vhd");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=fixed",
-        s(&raw),
-        s(&q),
-    ]);
+    qemu_from_raw(&raw, &q, "vpc", "subformat=fixed");
     let (code, v) = validate_json(&q, &[]);
     assert_eq!(code, 1);
     assert_eq!(failed(&v), vec!["azure.disk.size-mib-aligned".to_string()]);

@@ -19,6 +19,7 @@
 //!   a copy (`qemu-img check -r all`) and its raw output is the oracle.
 
 mod common;
+use common::convert::*;
 use common::*;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -71,11 +72,6 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()
 }
 
-/// `qemu-img convert -f FMT -O raw`.
-fn qemu_raw(img: &Path, fmt: &str, out: &Path) {
-    qemu_img(&["convert", "-f", fmt, "-O", "raw", s(img), s(out)]);
-}
-
 /// The full check for an image qemu reads: onramp's raw equals qemu's raw,
 /// the reader passes the conformance suite, and onramp's azure-vhd compares
 /// identical to the image in qemu-img compare.
@@ -92,7 +88,7 @@ fn check_against_qemu_of(img: &Path, oracle_img: &Path, fmt: &str) {
     qemu_raw(oracle_img, fmt, &reference);
     let guard = Snapshot::new(img);
     let ours = dir.join(format!("{name}.onramp.raw"));
-    onramp_ok(&["convert", s(img), s(&ours), "--to", "raw", "--force"]);
+    convert_ok(img, &ours, "raw", &["--force"]);
     assert!(
         same_bytes(&ours, &reference),
         "{name}: raw output differs from qemu-img's"
@@ -102,7 +98,7 @@ fn check_against_qemu_of(img: &Path, oracle_img: &Path, fmt: &str) {
     onramp::block::conformance::check(r.as_ref(), &reference)
         .unwrap_or_else(|e| panic!("{name}: conformance: {e}"));
     let vhd = dir.join(format!("{name}.azure.vhd"));
-    onramp_ok(&["convert", s(img), s(&vhd), "--to", "azure-vhd", "--force"]);
+    convert_ok(img, &vhd, "azure-vhd", &["--force"]);
     assert!(
         qemu_compare(oracle_img, fmt, &vhd, "vpc"),
         "{name}: qemu-img compare says the azure-vhd differs"
@@ -249,6 +245,89 @@ fn outside(paths: &[String], dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `onramp convert IMG OUT --to raw EXTRA...` is refused (see [`expect_refused`]).
+fn refuse_to_raw(img: &Path, out: &Path, extra: &[&str], needles: &[&str]) -> String {
+    expect_refused(&convert_args(img, out, "raw", extra), needles)
+}
+
+/// A child whose parent is reachable only outside its directory: converting
+/// it with --allow-backing is refused and (with strace) opens nothing outside
+/// `dir`.
+fn refuse_confined(child: &Path, dir: &Path, trace: &Path, needles: &[&str]) {
+    let out = dir.join("out.raw");
+    let args = convert_args(child, &out, "raw", &["--allow-backing"]);
+    expect_refused(&args, needles);
+    if let Some(paths) = opened_paths(&args, trace) {
+        let out = outside(&paths, dir);
+        assert!(
+            out.is_empty(),
+            "opened outside the image directory: {out:?}"
+        );
+    }
+}
+
+/// One corrupt variant: a copy of `good` in `work/NAME/`, changed by `patch`,
+/// is refused with `--from FROM` naming every `needles`, and (with strace)
+/// opens nothing outside its directory but the output path.
+fn refuse_patched(
+    work: &Path,
+    good: &Path,
+    from: &str,
+    name: &str,
+    patch: &dyn Fn(&Path),
+    needles: &[&str],
+) {
+    let out = work.join("out.raw");
+    let dir = work.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    let p = dir.join(format!("bad.{from}"));
+    std::fs::copy(good, &p).unwrap();
+    patch(&p);
+    let args = convert_args(&p, &out, "raw", &["--force", "--from", from]);
+    expect_refused(&args, needles);
+    if let Some(paths) = opened_paths(&args, &work.join(format!("{name}.trace"))) {
+        let o: Vec<String> = outside(&paths, &dir)
+            .into_iter()
+            .filter(|x| Path::new(x) != out)
+            .collect();
+        assert!(o.is_empty(), "{name}: opened outside: {o:?}");
+    }
+}
+
+/// A work directory with an `images` subdirectory and a raw disk of `size`
+/// bytes (with holes) at its top: (guard, images, raw).
+fn chain_fixture(size: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempdir();
+    let dir = subdir(d.path(), "images");
+    let raw = holes_raw(d.path(), "base.raw", size);
+    (d, dir, raw)
+}
+
+/// A differencing child read through its parent (--allow-backing): onramp's
+/// raw output equals `expected`, the reader passes the conformance suite
+/// against it and, with `azure`, qemu-img compares the azure-vhd output
+/// identical to it. Outputs go to `work`. Returns `onramp info --json`.
+fn check_child(child: &Path, expected: &Path, work: &Path, azure: bool) -> serde_json::Value {
+    let out = work.join("child.raw");
+    convert_ok(child, &out, "raw", &["--allow-backing"]);
+    assert!(same_bytes(&out, expected));
+    let opts = onramp::source::OpenOptions {
+        allow_backing: true,
+        ..Default::default()
+    };
+    let r = onramp::source::open(child, &opts).unwrap();
+    onramp::block::conformance::check(r.as_ref(), expected).unwrap();
+    if azure {
+        let vhd = work.join("child.azure.vhd");
+        convert_ok(child, &vhd, "azure-vhd", &["--allow-backing"]);
+        assert!(qemu_compare(expected, "raw", &vhd, "vpc"));
+    }
+    info_json(&[s(child), "--allow-backing"])
+}
+
+/// `subformat=dynamic,force_size=on`: a dynamic VHD of exactly the raw's size.
+const VHD_DYNAMIC: &str = "subformat=dynamic,force_size=on";
+
 // ---------------------------------------------------------------------------
 // VHD
 
@@ -258,8 +337,7 @@ fn vhd_fixed_and_dynamic_from_qemu() {
         return;
     }
     let d = tempdir();
-    let holes = d.path().join("holes.raw");
-    make_raw_with_holes(&holes, 20_000_000);
+    let holes = holes_raw(d.path(), "holes.raw", 20_000_000);
     let ext4 = make_ext4_disk(d.path(), "ext4", 32);
     let all: &[&str] = &[
         "subformat=dynamic",
@@ -272,14 +350,13 @@ fn vhd_fixed_and_dynamic_from_qemu() {
             let img = d
                 .path()
                 .join(format!("{tag}-{}.vhd", opts.replace([',', '='], "_")));
-            qemu_img(&["convert", "-O", "vpc", "-o", opts, s(src), s(&img)]);
+            qemu_from_raw(src, &img, "vpc", opts);
             check_against_qemu(&img, "vpc");
         }
     }
     // info shows the footer and the dynamic header.
     let img = d.path().join("holes-subformat_dynamic.vhd");
-    let j: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", s(&img), "--json"])).unwrap();
+    let j = info_json(&[s(&img)]);
     let det = &j["details"];
     assert_eq!(det["disk_type"], "dynamic");
     assert_eq!(det["creator_application"], "qemu");
@@ -344,7 +421,6 @@ fn vhd_patch_footers(p: &Path, f: impl Fn(&mut Vec<u8>)) {
 /// entries; fixes both checksums. Returns the child's written sectors as
 /// (virtual offset, bytes).
 fn make_vhd_child(
-    dir: &Path,
     parent: &Path,
     child: &Path,
     relative: Option<&str>,
@@ -352,13 +428,12 @@ fn make_vhd_child(
 ) -> Vec<(u64, Vec<u8>)> {
     let pfoot = rd(parent, file_len(parent) - 512, 512);
     let psize = be64(&pfoot, 48);
-    let _ = dir;
     qemu_img(&[
         "create",
         "-f",
         "vpc",
         "-o",
-        "subformat=dynamic,force_size=on",
+        VHD_DYNAMIC,
         s(child),
         &psize.to_string(),
     ]);
@@ -424,12 +499,16 @@ fn make_vhd_child(
     written
 }
 
-/// The expected disk: the parent's raw with `written` laid over it.
-fn overlay(parent_raw: &Path, written: &[(u64, Vec<u8>)], out: &Path) {
-    std::fs::copy(parent_raw, out).unwrap();
+/// The expected disk of a child, `work/expected.raw`: qemu-img's raw of the
+/// parent image `parent` (format `fmt`) with the child's `written` sectors
+/// laid over it.
+fn expected_disk(parent: &Path, fmt: &str, written: &[(u64, Vec<u8>)], work: &Path) -> PathBuf {
+    let out = work.join("expected.raw");
+    qemu_raw(parent, fmt, &out);
     for (off, data) in written {
-        wr(out, *off, data);
+        wr(&out, *off, data);
     }
+    out
 }
 
 #[test]
@@ -437,80 +516,28 @@ fn vhd_differencing_reads_parent_through_bitmaps() {
     if !require(&["qemu-img"]) {
         return;
     }
-    let d = tempdir();
-    let dir = d.path().join("images");
-    std::fs::create_dir(&dir).unwrap();
-    let raw = d.path().join("base.raw");
-    make_raw_with_holes(&raw, 16 << 20);
+    let (d, dir, raw) = chain_fixture(16 << 20);
     let parent = dir.join("parent.vhd");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=dynamic,force_size=on",
-        s(&raw),
-        s(&parent),
-    ]);
-    let parent_raw = d.path().join("parent.raw");
-    qemu_raw(&parent, "vpc", &parent_raw);
+    qemu_from_raw(&raw, &parent, "vpc", VHD_DYNAMIC);
     let child = dir.join("child.vhd");
     let written = make_vhd_child(
-        &dir,
         &parent,
         &child,
         Some(".\\parent.vhd"),
         Some("C:\\images\\parent.vhd"),
     );
-    let expected = d.path().join("expected.raw");
-    overlay(&parent_raw, &written, &expected);
+    let expected = expected_disk(&parent, "vpc", &written, d.path());
     let guard = Snapshot::new(&child);
     let pguard = Snapshot::new(&parent);
 
     // Without --allow-backing: refused, naming the parent.
-    expect_refused(
-        &[
-            "convert",
-            s(&child),
-            s(&d.path().join("x.raw")),
-            "--to",
-            "raw",
-        ],
+    refuse_to_raw(
+        &child,
+        &d.path().join("x.raw"),
+        &[],
         &["parent.vhd", "--allow-backing"],
     );
-    let out = d.path().join("child.raw");
-    onramp_ok(&[
-        "convert",
-        s(&child),
-        s(&out),
-        "--to",
-        "raw",
-        "--allow-backing",
-    ]);
-    assert!(same_bytes(&out, &expected));
-    let opts = onramp::source::OpenOptions {
-        allow_backing: true,
-        ..Default::default()
-    };
-    let r = onramp::source::open(&child, &opts).unwrap();
-    onramp::block::conformance::check(r.as_ref(), &expected).unwrap();
-    let vhd = d.path().join("child.azure.vhd");
-    onramp_ok(&[
-        "convert",
-        s(&child),
-        s(&vhd),
-        "--to",
-        "azure-vhd",
-        "--allow-backing",
-    ]);
-    assert!(qemu_compare(&expected, "raw", &vhd, "vpc"));
-    let j: serde_json::Value = serde_json::from_str(&onramp_ok(&[
-        "info",
-        s(&child),
-        "--json",
-        "--allow-backing",
-    ]))
-    .unwrap();
+    let j = check_child(&child, &expected, d.path(), true);
     assert_eq!(j["details"]["disk_type"], "differencing");
     assert_eq!(
         j["details"]["dynamic_header"]["parent_unicode_name"],
@@ -524,15 +551,10 @@ fn vhd_differencing_reads_parent_through_bitmaps() {
     std::fs::copy(&child, &bad).unwrap();
     let l = vhd_layout(&bad);
     vhd_patch_header(&bad, &l, |h| h[40] ^= 0xff);
-    expect_refused(
-        &[
-            "convert",
-            s(&bad),
-            s(&d.path().join("y.raw")),
-            "--to",
-            "raw",
-            "--allow-backing",
-        ],
+    refuse_to_raw(
+        &bad,
+        &d.path().join("y.raw"),
+        &["--allow-backing"],
         &["parent_unique_id"],
     );
 }
@@ -542,53 +564,25 @@ fn vhd_differencing_with_absolute_parent_only_is_refused() {
     if !require(&["qemu-img"]) {
         return;
     }
-    let d = tempdir();
-    let dir = d.path().join("images");
-    std::fs::create_dir(&dir).unwrap();
-    let raw = d.path().join("base.raw");
-    make_raw_with_holes(&raw, 8 << 20);
+    let (d, dir, raw) = chain_fixture(8 << 20);
     // The parent exists, but outside the child's directory, named absolutely.
     let parent = d.path().join("parent.vhd");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=dynamic,force_size=on",
-        s(&raw),
-        s(&parent),
-    ]);
+    qemu_from_raw(&raw, &parent, "vpc", VHD_DYNAMIC);
     let child = dir.join("child.vhd");
-    make_vhd_child(&dir, &parent, &child, None, Some(s(&parent)));
-    let out = dir.join("out.raw");
-    let args = [
-        "convert",
-        s(&child),
-        s(&out),
-        "--to",
-        "raw",
-        "--allow-backing",
-    ];
-    expect_refused(&args, &["absolute", "parent.vhd"]);
-    if let Some(paths) = opened_paths(&args, &d.path().join("trace")) {
-        let out = outside(&paths, &dir);
-        assert!(
-            out.is_empty(),
-            "opened outside the image directory: {out:?}"
-        );
-    }
+    make_vhd_child(&parent, &child, None, Some(s(&parent)));
+    refuse_confined(
+        &child,
+        &dir,
+        &d.path().join("trace"),
+        &["absolute", "parent.vhd"],
+    );
     // A relative locator that climbs out is refused too.
     let child2 = dir.join("child2.vhd");
-    make_vhd_child(&dir, &parent, &child2, Some("..\\parent.vhd"), None);
-    expect_refused(
-        &[
-            "convert",
-            s(&child2),
-            s(&dir.join("out2.raw")),
-            "--to",
-            "raw",
-            "--allow-backing",
-        ],
+    make_vhd_child(&parent, &child2, Some("..\\parent.vhd"), None);
+    refuse_to_raw(
+        &child2,
+        &dir.join("out2.raw"),
+        &["--allow-backing"],
         &["not a plain file name"],
     );
 }
@@ -599,36 +593,12 @@ fn vhd_corrupt_variants_exit_2() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 12 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 12 << 20);
     let good = d.path().join("good.vhd");
-    qemu_img(&["convert", "-O", "vpc", s(&raw), s(&good)]);
+    qemu_from_raw(&raw, &good, "vpc", "");
     let l = vhd_layout(&good);
-    let out = d.path().join("out.raw");
     let case = |name: &str, patch: &dyn Fn(&Path), needles: &[&str]| {
-        let dir = d.path().join(name);
-        std::fs::create_dir(&dir).unwrap();
-        let p = dir.join("bad.vhd");
-        std::fs::copy(&good, &p).unwrap();
-        patch(&p);
-        let args = [
-            "convert",
-            s(&p),
-            s(&out),
-            "--to",
-            "raw",
-            "--force",
-            "--from",
-            "vhd",
-        ];
-        expect_refused(&args, needles);
-        if let Some(paths) = opened_paths(&args, &d.path().join(format!("{name}.trace"))) {
-            let o: Vec<String> = outside(&paths, &dir)
-                .into_iter()
-                .filter(|x| Path::new(x) != out)
-                .collect();
-            assert!(o.is_empty(), "{name}: opened outside: {o:?}");
-        }
+        refuse_patched(d.path(), &good, "vhd", name, patch, needles)
     };
     case(
         "copies-disagree",
@@ -662,47 +632,44 @@ fn vhd_corrupt_variants_exit_2() {
         &|p| wr(p, l.bat, &0x00ff_fff0u32.to_be_bytes()),
         &["VHD BAT", "entry 0"],
     );
-    case(
-        "huge-max-table-entries",
-        &|p| {
-            vhd_patch_header(p, &l, |h| {
-                h[28..32].copy_from_slice(&0x7fff_ffffu32.to_be_bytes())
-            })
-        },
-        &["max_table_entries"],
-    );
-    case(
-        "too-many-table-entries",
-        &|p| {
-            vhd_patch_header(p, &l, |h| {
-                h[28..32].copy_from_slice(&(l.entries + 100).to_be_bytes())
-            })
-        },
-        &["max_table_entries"],
-    );
-    case(
-        "too-few-table-entries",
-        &|p| vhd_patch_header(p, &l, |h| h[28..32].copy_from_slice(&1u32.to_be_bytes())),
-        &["max_table_entries", "to cover"],
-    );
-    case(
-        "block-size",
-        &|p| {
-            vhd_patch_header(p, &l, |h| {
-                h[32..36].copy_from_slice(&3_000_000u32.to_be_bytes())
-            })
-        },
-        &["block_size"],
-    );
-    case(
-        "table-offset-past-eof",
-        &|p| {
-            vhd_patch_header(p, &l, |h| {
-                h[16..24].copy_from_slice(&(1u64 << 40).to_be_bytes())
-            })
-        },
-        &["table_offset"],
-    );
+    // Dynamic header fields: (case, byte offset, new big-endian value, messages).
+    let fields: [(&str, usize, Vec<u8>, &[&str]); 5] = [
+        (
+            "huge-max-table-entries",
+            28,
+            0x7fff_ffffu32.to_be_bytes().to_vec(),
+            &["max_table_entries"],
+        ),
+        (
+            "too-many-table-entries",
+            28,
+            (l.entries + 100).to_be_bytes().to_vec(),
+            &["max_table_entries"],
+        ),
+        (
+            "too-few-table-entries",
+            28,
+            1u32.to_be_bytes().to_vec(),
+            &["max_table_entries", "to cover"],
+        ),
+        (
+            "block-size",
+            32,
+            3_000_000u32.to_be_bytes().to_vec(),
+            &["block_size"],
+        ),
+        (
+            "table-offset-past-eof",
+            16,
+            (1u64 << 40).to_be_bytes().to_vec(),
+            &["table_offset"],
+        ),
+    ];
+    for (name, at, value, needles) in fields {
+        let set =
+            |p: &Path| vhd_patch_header(p, &l, |h| h[at..at + value.len()].copy_from_slice(&value));
+        case(name, &set, needles);
+    }
     case(
         "data-offset-past-eof",
         &|p| {
@@ -733,8 +700,7 @@ fn vhdx_fixed_and_dynamic_from_qemu() {
         return;
     }
     let d = tempdir();
-    let holes = d.path().join("holes.raw");
-    make_raw_with_holes(&holes, 20_000_000);
+    let holes = holes_raw(d.path(), "holes.raw", 20_000_000);
     let ext4 = make_ext4_disk(d.path(), "ext4", 32);
     let all: &[&str] = &[
         "subformat=dynamic",
@@ -749,13 +715,12 @@ fn vhdx_fixed_and_dynamic_from_qemu() {
             let img = d
                 .path()
                 .join(format!("{tag}-{}.vhdx", opts.replace([',', '='], "_")));
-            qemu_img(&["convert", "-O", "vhdx", "-o", opts, s(src), s(&img)]);
+            qemu_from_raw(src, &img, "vhdx", opts);
             check_against_qemu(&img, "vhdx");
         }
     }
     let img = d.path().join("holes-subformat_dynamic_block_size_1M.vhdx");
-    let j: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", s(&img), "--json"])).unwrap();
+    let j = info_json(&[s(&img)]);
     let det = &j["details"];
     assert_eq!(det["block_size"], 1 << 20);
     assert_eq!(det["logical_sector_size"], 512);
@@ -845,15 +810,14 @@ fn vhdx_4096_logical_sectors() {
     }
     let d = tempdir();
     let ext4 = make_ext4_disk(d.path(), "ext4", 32);
-    let holes = d.path().join("holes.raw");
-    make_raw_with_holes(&holes, 24 << 20);
+    let holes = holes_raw(d.path(), "holes.raw", 24 << 20);
     for (src, tag, opts) in [
         (&ext4, "ext4", "subformat=dynamic,block_size=1M"),
         (&holes, "holes", "subformat=dynamic"),
         (&holes, "holesfixed", "subformat=fixed"),
     ] {
         let orig = d.path().join(format!("{tag}-512.vhdx"));
-        qemu_img(&["convert", "-O", "vhdx", "-o", opts, s(src), s(&orig)]);
+        qemu_from_raw(src, &orig, "vhdx", opts);
         let img = d.path().join(format!("{tag}-4k.vhdx"));
         std::fs::copy(&orig, &img).unwrap();
         let (_, meta) = vhdx_regions(&img);
@@ -861,8 +825,7 @@ fn vhdx_4096_logical_sectors() {
         assert_eq!(le32(&rd(&img, item, 4), 0), 512);
         wr(&img, item, &4096u32.to_le_bytes());
         check_against_qemu_of(&img, &orig, "vhdx");
-        let j: serde_json::Value =
-            serde_json::from_str(&onramp_ok(&["info", s(&img), "--json"])).unwrap();
+        let j = info_json(&[s(&img)]);
         assert_eq!(j["details"]["logical_sector_size"], 4096);
     }
 }
@@ -1021,15 +984,9 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
     if !require(&["qemu-img"]) {
         return;
     }
-    let d = tempdir();
-    let dir = d.path().join("images");
-    std::fs::create_dir(&dir).unwrap();
-    let raw = d.path().join("base.raw");
-    make_raw_with_holes(&raw, 24 << 20);
+    let (d, dir, raw) = chain_fixture(24 << 20);
     let parent = dir.join("parent.vhdx");
-    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&parent)]);
-    let parent_raw = d.path().join("parent.raw");
-    qemu_raw(&parent, "vhdx", &parent_raw);
+    qemu_from_raw(&raw, &parent, "vhdx", "");
     let child = dir.join("child.vhdx");
     let written = make_vhdx_child(
         &parent,
@@ -1038,53 +995,16 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
         Some("C:\\images\\parent.vhdx"),
         512,
     );
-    let expected = d.path().join("expected.raw");
-    overlay(&parent_raw, &written, &expected);
+    let expected = expected_disk(&parent, "vhdx", &written, d.path());
     let guard = Snapshot::new(&child);
 
-    expect_refused(
-        &[
-            "convert",
-            s(&child),
-            s(&d.path().join("x.raw")),
-            "--to",
-            "raw",
-        ],
+    refuse_to_raw(
+        &child,
+        &d.path().join("x.raw"),
+        &[],
         &["parent.vhdx", "--allow-backing"],
     );
-    let out = d.path().join("child.raw");
-    onramp_ok(&[
-        "convert",
-        s(&child),
-        s(&out),
-        "--to",
-        "raw",
-        "--allow-backing",
-    ]);
-    assert!(same_bytes(&out, &expected));
-    let opts = onramp::source::OpenOptions {
-        allow_backing: true,
-        ..Default::default()
-    };
-    let r = onramp::source::open(&child, &opts).unwrap();
-    onramp::block::conformance::check(r.as_ref(), &expected).unwrap();
-    let vhd = d.path().join("child.azure.vhd");
-    onramp_ok(&[
-        "convert",
-        s(&child),
-        s(&vhd),
-        "--to",
-        "azure-vhd",
-        "--allow-backing",
-    ]);
-    assert!(qemu_compare(&expected, "raw", &vhd, "vpc"));
-    let j: serde_json::Value = serde_json::from_str(&onramp_ok(&[
-        "info",
-        s(&child),
-        "--json",
-        "--allow-backing",
-    ]))
-    .unwrap();
+    let j = check_child(&child, &expected, d.path(), true);
     let det = &j["details"];
     assert_eq!(det["has_parent"], true);
     assert_eq!(det["parent_locator"]["relative_path"], ".\\parent.vhdx");
@@ -1093,18 +1013,13 @@ fn vhdx_differencing_reads_parent_through_bitmaps() {
 
     // Linkage to another parent is refused.
     let other = dir.join("other.vhdx");
-    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&other)]);
+    qemu_from_raw(&raw, &other, "vhdx", "");
     let wrong = dir.join("wrong.vhdx");
     make_vhdx_child(&other, &wrong, Some("parent.vhdx"), None, 512);
-    expect_refused(
-        &[
-            "convert",
-            s(&wrong),
-            s(&d.path().join("y.raw")),
-            "--to",
-            "raw",
-            "--allow-backing",
-        ],
+    refuse_to_raw(
+        &wrong,
+        &d.path().join("y.raw"),
+        &["--allow-backing"],
         &["parent_linkage"],
     );
 }
@@ -1114,32 +1029,17 @@ fn vhdx_differencing_with_absolute_parent_only_is_refused() {
     if !require(&["qemu-img"]) {
         return;
     }
-    let d = tempdir();
-    let dir = d.path().join("images");
-    std::fs::create_dir(&dir).unwrap();
-    let raw = d.path().join("base.raw");
-    make_raw_with_holes(&raw, 8 << 20);
+    let (d, dir, raw) = chain_fixture(8 << 20);
     let parent = d.path().join("parent.vhdx");
-    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&parent)]);
+    qemu_from_raw(&raw, &parent, "vhdx", "");
     let child = dir.join("child.vhdx");
     make_vhdx_child(&parent, &child, None, Some(s(&parent)), 512);
-    let out = dir.join("out.raw");
-    let args = [
-        "convert",
-        s(&child),
-        s(&out),
-        "--to",
-        "raw",
-        "--allow-backing",
-    ];
-    expect_refused(&args, &["absolute", "parent.vhdx"]);
-    if let Some(paths) = opened_paths(&args, &d.path().join("trace")) {
-        let out = outside(&paths, &dir);
-        assert!(
-            out.is_empty(),
-            "opened outside the image directory: {out:?}"
-        );
-    }
+    refuse_confined(
+        &child,
+        &dir,
+        &d.path().join("trace"),
+        &["absolute", "parent.vhdx"],
+    );
 }
 
 /// A differencing VHDX with 4096-byte logical sectors: the sector bitmap has
@@ -1152,15 +1052,9 @@ fn vhdx_differencing_4096_sectors() {
     if !require(&["qemu-img"]) {
         return;
     }
-    let d = tempdir();
-    let dir = d.path().join("images");
-    std::fs::create_dir(&dir).unwrap();
-    let raw = d.path().join("base.raw");
-    make_raw_with_holes(&raw, 16 << 20);
+    let (d, dir, raw) = chain_fixture(16 << 20);
     let orig = d.path().join("parent-512.vhdx");
-    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&orig)]);
-    let parent_raw = d.path().join("parent.raw");
-    qemu_raw(&orig, "vhdx", &parent_raw);
+    qemu_from_raw(&raw, &orig, "vhdx", "");
     let parent = dir.join("parent.vhdx");
     std::fs::copy(&orig, &parent).unwrap();
     let (_, meta) = vhdx_regions(&parent);
@@ -1168,31 +1062,8 @@ fn vhdx_differencing_4096_sectors() {
     wr(&parent, item, &4096u32.to_le_bytes());
     let child = dir.join("child.vhdx");
     let written = make_vhdx_child(&parent, &child, Some("parent.vhdx"), None, 4096);
-    let expected = d.path().join("expected.raw");
-    overlay(&parent_raw, &written, &expected);
-    let out = d.path().join("child.raw");
-    onramp_ok(&[
-        "convert",
-        s(&child),
-        s(&out),
-        "--to",
-        "raw",
-        "--allow-backing",
-    ]);
-    assert!(same_bytes(&out, &expected));
-    let opts = onramp::source::OpenOptions {
-        allow_backing: true,
-        ..Default::default()
-    };
-    let r = onramp::source::open(&child, &opts).unwrap();
-    onramp::block::conformance::check(r.as_ref(), &expected).unwrap();
-    let j: serde_json::Value = serde_json::from_str(&onramp_ok(&[
-        "info",
-        s(&child),
-        "--json",
-        "--allow-backing",
-    ]))
-    .unwrap();
+    let expected = expected_disk(&orig, "vhdx", &written, d.path());
+    let j = check_child(&child, &expected, d.path(), false);
     assert_eq!(j["details"]["logical_sector_size"], 4096);
     assert_eq!(j["details"]["payload_blocks"]["chunk_ratio"], 32768);
 }
@@ -1265,15 +1136,7 @@ fn log_entry(
 /// an entry with a broken CRC are also left in the log; the replay must skip
 /// them.
 fn make_vhdx_with_log(raw: &Path, img: &Path) {
-    qemu_img(&[
-        "convert",
-        "-O",
-        "vhdx",
-        "-o",
-        "subformat=dynamic,block_size=1M",
-        s(raw),
-        s(img),
-    ]);
+    qemu_from_raw(raw, img, "vhdx", "subformat=dynamic,block_size=1M");
     let mib = 1u64 << 20;
     let (bat, _) = vhdx_regions(img);
     let h = rd(img, 64 << 10, 4096);
@@ -1384,8 +1247,7 @@ fn vhdx_log_is_replayed_in_memory() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 24 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 24 << 20);
     let img = d.path().join("log.vhdx");
     make_vhdx_with_log(&raw, &img);
     let guard = Snapshot::new(&img);
@@ -1404,20 +1266,16 @@ fn vhdx_log_is_replayed_in_memory() {
     )
     .status
     .success());
-    let copy = d.path().join("copy.vhdx");
-    std::fs::copy(&img, &copy).unwrap();
-    run_output("qemu-img", &["check", "-r", "all", "-f", "vhdx", s(&copy)]);
     let reference = d.path().join("replayed.raw");
-    qemu_raw(&copy, "vhdx", &reference);
+    qemu_replayed_raw(&img, &reference);
     // The log matters: the replayed disk differs from the input raw.
     assert!(!same_bytes(&reference, &raw));
     let ours = d.path().join("ours.raw");
-    onramp_ok(&["convert", s(&img), s(&ours), "--to", "raw"]);
+    convert_ok(&img, &ours, "raw", &[]);
     assert!(same_bytes(&ours, &reference));
     let r = onramp::source::open(&img, &Default::default()).unwrap();
     onramp::block::conformance::check(r.as_ref(), &reference).unwrap();
-    let j: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", s(&img), "--json"])).unwrap();
+    let j = info_json(&[s(&img)]);
     let log = &j["details"]["log"];
     assert_eq!(log["present"], true);
     assert_eq!(log["entries_replayed"], 2);
@@ -1450,18 +1308,24 @@ fn vhdx_log_is_replayed_in_memory() {
         le64(&h, 72) + e1_len(&img3, le64(&h, 72)) + 100,
         &[0xAA],
     );
-    let copy3 = d.path().join("copy3.vhdx");
-    std::fs::copy(&img3, &copy3).unwrap();
-    run_output("qemu-img", &["check", "-r", "all", "-f", "vhdx", s(&copy3)]);
     let reference3 = d.path().join("replayed3.raw");
-    qemu_raw(&copy3, "vhdx", &reference3);
+    qemu_replayed_raw(&img3, &reference3);
     let ours3 = d.path().join("ours3.raw");
-    onramp_ok(&["convert", s(&img3), s(&ours3), "--to", "raw"]);
+    convert_ok(&img3, &ours3, "raw", &[]);
     assert!(same_bytes(&ours3, &reference3));
     assert!(!same_bytes(&ours3, &ours));
-    let j: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", s(&img3), "--json"])).unwrap();
+    let j = info_json(&[s(&img3)]);
     assert_eq!(j["details"]["log"]["sequence"], serde_json::json!([10, 10]));
+}
+
+/// The oracle for a VHDX with a pending log: qemu-img refuses to read it
+/// read-only, so a copy (`OUT.vhdx`) is repaired by `qemu-img check -r all`
+/// (which replays the log) and converted to raw at `out`.
+fn qemu_replayed_raw(img: &Path, out: &Path) {
+    let copy = out.with_extension("vhdx");
+    std::fs::copy(img, &copy).unwrap();
+    run_output("qemu-img", &["check", "-r", "all", "-f", "vhdx", s(&copy)]);
+    qemu_raw(&copy, "vhdx", out);
 }
 
 /// Length of the log entry at the start of the log.
@@ -1475,45 +1339,13 @@ fn vhdx_corrupt_variants_exit_2() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 12 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 12 << 20);
     let good = d.path().join("good.vhdx");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "vhdx",
-        "-o",
-        "block_size=1M",
-        s(&raw),
-        s(&good),
-    ]);
+    qemu_from_raw(&raw, &good, "vhdx", "block_size=1M");
     let (bat, meta) = vhdx_regions(&good);
     let slot = vhdx_current_slot(&good);
-    let out = d.path().join("out.raw");
     let case = |name: &str, patch: &dyn Fn(&Path), needles: &[&str]| {
-        let dir = d.path().join(name);
-        std::fs::create_dir(&dir).unwrap();
-        let p = dir.join("bad.vhdx");
-        std::fs::copy(&good, &p).unwrap();
-        patch(&p);
-        let args = [
-            "convert",
-            s(&p),
-            s(&out),
-            "--to",
-            "raw",
-            "--force",
-            "--from",
-            "vhdx",
-        ];
-        expect_refused(&args, needles);
-        if let Some(paths) = opened_paths(&args, &d.path().join(format!("{name}.trace"))) {
-            let o: Vec<String> = outside(&paths, &dir)
-                .into_iter()
-                .filter(|x| Path::new(x) != out)
-                .collect();
-            assert!(o.is_empty(), "{name}: opened outside: {o:?}");
-        }
+        refuse_patched(d.path(), &good, "vhdx", name, patch, needles)
     };
     case(
         "both-header-crcs",
@@ -1588,38 +1420,40 @@ fn vhdx_corrupt_variants_exit_2() {
         &|p| wr(p, bat, &4u64.to_le_bytes()),
         &["VHDX BAT", "state"],
     );
-    case(
-        "huge-virtual-size",
-        &|p| {
-            let (it, _) = vhdx_item(p, meta, VDISK_SIZE).unwrap();
-            wr(p, it, &(1u64 << 62).to_le_bytes());
-        },
-        &["virtual_disk_size"],
-    );
-    case(
-        "bat-too-small-for-size",
-        &|p| {
-            let (it, _) = vhdx_item(p, meta, VDISK_SIZE).unwrap();
-            wr(p, it, &(1u64 << 40).to_le_bytes());
-        },
-        &["BAT length"],
-    );
-    case(
-        "block-size",
-        &|p| {
-            let (it, _) = vhdx_item(p, meta, FILE_PARAMS).unwrap();
-            wr(p, it, &(3u32 << 20).to_le_bytes());
-        },
-        &["block_size"],
-    );
-    case(
-        "logical-sector",
-        &|p| {
-            let (it, _) = vhdx_item(p, meta, LSS).unwrap();
-            wr(p, it, &1000u32.to_le_bytes());
-        },
-        &["logical_sector_size"],
-    );
+    // Metadata items: (case, item, new value, message).
+    let items: [(&str, u32, Vec<u8>, &str); 4] = [
+        (
+            "huge-virtual-size",
+            VDISK_SIZE,
+            (1u64 << 62).to_le_bytes().to_vec(),
+            "virtual_disk_size",
+        ),
+        (
+            "bat-too-small-for-size",
+            VDISK_SIZE,
+            (1u64 << 40).to_le_bytes().to_vec(),
+            "BAT length",
+        ),
+        (
+            "block-size",
+            FILE_PARAMS,
+            (3u32 << 20).to_le_bytes().to_vec(),
+            "block_size",
+        ),
+        (
+            "logical-sector",
+            LSS,
+            1000u32.to_le_bytes().to_vec(),
+            "logical_sector_size",
+        ),
+    ];
+    for (name, item, value, want) in items {
+        let set = |p: &Path| {
+            let (it, _) = vhdx_item(p, meta, item).unwrap();
+            wr(p, it, &value);
+        };
+        case(name, &set, &[want]);
+    }
     case(
         "metadata-signature",
         &|p| wr(p, meta, b"metadatX"),
@@ -1647,8 +1481,7 @@ fn detection_finds_vhd_and_vhdx() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 4 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 4 << 20);
     let mut imgs: Vec<(PathBuf, &str)> = Vec::new();
     for (fmt, opts, ext) in [
         ("vpc", "subformat=dynamic", "vhd"),
@@ -1656,12 +1489,11 @@ fn detection_finds_vhd_and_vhdx() {
         ("vhdx", "subformat=dynamic", "vhdx"),
     ] {
         let p = d.path().join(format!("{}.{ext}", opts.replace('=', "_")));
-        qemu_img(&["convert", "-O", fmt, "-o", opts, s(&raw), s(&p)]);
+        qemu_from_raw(&raw, &p, fmt, opts);
         imgs.push((p, ext));
     }
     for (p, ext) in imgs {
-        let j: serde_json::Value =
-            serde_json::from_str(&onramp_ok(&["info", s(&p), "--json"])).unwrap();
+        let j = info_json(&[s(&p)]);
         assert_eq!(j["format"], ext);
     }
 }

@@ -5,6 +5,7 @@
 //! no file outside the input's directory (checked with strace when present).
 
 mod common;
+use common::convert::*;
 use common::*;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -20,9 +21,9 @@ fn sha256sum(p: &Path) -> String {
 }
 
 /// qemu's raw of `img` (format `fmt`), written beside it.
-fn qemu_raw(img: &Path, fmt: &str) -> PathBuf {
+fn qemu_raw_beside(img: &Path, fmt: &str) -> PathBuf {
     let out = img.with_extension(format!("{fmt}.qemu.raw"));
-    qemu_img(&["convert", "-f", fmt, "-O", "raw", s(img), s(&out)]);
+    qemu_raw(img, fmt, &out);
     out
 }
 
@@ -40,11 +41,11 @@ fn check_against_qemu(
         sha256sum(img),
         std::fs::metadata(img).unwrap().modified().unwrap(),
     );
-    let reference = qemu_raw(reference_of, fmt);
+    let reference = qemu_raw_beside(reference_of, fmt);
     let ours = img.with_extension("onramp.raw");
-    let mut args = vec!["convert", s(img), s(&ours), "--to", "raw", "--force"];
+    let mut args = vec!["--force"];
     args.extend_from_slice(extra);
-    onramp_ok(&args);
+    convert_ok(img, &ours, "raw", &args);
     let after = (
         sha256sum(img),
         std::fs::metadata(img).unwrap().modified().unwrap(),
@@ -176,12 +177,44 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b[..8].try_into().unwrap())
 }
 
+/// Little-endian bytes of a patched field (u16, u32, u64).
+fn u16_le(v: u16) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+fn u32_le(v: u32) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+fn u64_le(v: u64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
 /// A copy of `src` named `name` in `dir`, with `bytes` written at `at`.
 fn variant(dir: &Path, src: &Path, name: &str, at: u64, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::copy(src, &p).unwrap();
     patch(&p, at, bytes);
     p
+}
+
+/// `onramp convert IMG DIR/o.raw --to raw --force` is refused with `want`
+/// (see [`expect_refused`]).
+fn refuse_to_raw(dir: &Path, img: &Path, want: &str) {
+    let out = dir.join("o.raw");
+    expect_refused(dir, &convert_args(img, &out, "raw", &["--force"]), want);
+}
+
+/// Each case (name, offset, bytes, message): a [`variant`] of `good` that
+/// converting to raw refuses with the message.
+fn refuse_variants(dir: &Path, good: &Path, cases: Vec<(&str, u64, Vec<u8>, &str)>) {
+    for (name, at, bytes, want) in cases {
+        let p = variant(dir, good, name, at, &bytes);
+        refuse_to_raw(dir, &p, want);
+    }
+}
+
+/// `qemu-img convert -f raw -O vmdk -o subformat=SUB RAW IMG`.
+fn vmdk_from_raw(raw: &Path, img: &Path, sub: &str) {
+    qemu_from_raw(raw, img, "vmdk", &format!("subformat={sub}"));
 }
 
 // ---------------------------------------------------------------- VMDK
@@ -192,8 +225,7 @@ fn vmdk_subformats_match_qemu() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 20 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 20 << 20);
     for sub in [
         "monolithicSparse",
         "streamOptimized",
@@ -202,22 +234,11 @@ fn vmdk_subformats_match_qemu() {
         "twoGbMaxExtentFlat",
     ] {
         let img = d.path().join(format!("{sub}.vmdk"));
-        qemu_img(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&raw),
-            s(&img),
-        ]);
+        vmdk_from_raw(&raw, &img, sub);
         check_against_qemu(&img, &img, "vmdk", &[], true);
-        let info = onramp_ok(&["info", "--json", s(&img)]);
-        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        let v = info_json(&[s(&img)]);
         assert_eq!(v["format"], "vmdk");
-        assert_eq!(v["details"]["create_type"], sub, "{info}");
+        assert_eq!(v["details"]["create_type"], sub, "{v}");
     }
 }
 
@@ -230,17 +251,7 @@ fn vmdk_ext4_disk_stream_optimized() {
     let disk = make_ext4_disk(d.path(), "demo", 48);
     for sub in ["streamOptimized", "monolithicSparse"] {
         let img = d.path().join(format!("demo-{sub}.vmdk"));
-        qemu_img(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&disk),
-            s(&img),
-        ]);
+        vmdk_from_raw(&disk, &img, sub);
         check_against_qemu(&img, &img, "vmdk", &[], true);
     }
 }
@@ -269,17 +280,7 @@ fn vmdk_two_gb_extents_really_split() {
     }
     for (sub, suffix) in [("twoGbMaxExtentSparse", "s"), ("twoGbMaxExtentFlat", "f")] {
         let img = d.path().join(format!("{sub}.vmdk"));
-        qemu_img(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&raw),
-            s(&img),
-        ]);
+        vmdk_from_raw(&raw, &img, sub);
         assert!(
             d.path().join(format!("{sub}-{suffix}002.vmdk")).exists(),
             "{sub} did not split"
@@ -318,8 +319,7 @@ fn vmdk_two_gb_extents_really_split() {
             .map(|e| e.len)
             .sum();
         assert!(data < 64 << 20, "{sub}: map says {data} bytes of data");
-        let info = onramp_ok(&["info", "--json", s(&img)]);
-        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        let v = info_json(&[s(&img)]);
         assert_eq!(v["details"]["extents"].as_array().unwrap().len(), 2);
     }
 }
@@ -417,8 +417,7 @@ fn vmdk_stream_optimized_with_footer_matches_qemu() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 40 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 40 << 20);
     let img = d.path().join("x.vmdk");
     write_stream_optimized_footer_style(&raw, &img);
     assert!(
@@ -426,38 +425,26 @@ fn vmdk_stream_optimized_with_footer_matches_qemu() {
         "qemu disagrees with the fixture"
     );
     check_against_qemu(&img, &img, "vmdk", &[], true);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", s(&img)])).unwrap();
+    let v = info_json(&[s(&img)]);
     assert_eq!(v["details"]["extents"][0]["header_from_footer"], true);
     assert_eq!(v["details"]["extents"][0]["compression"], "deflate");
 
     // Footer corruptions.
     let len = std::fs::metadata(&img).unwrap().len();
     let foot = len - 1024;
-    let bad = variant(
-        d.path(),
-        &img,
-        "badfootmarker.vmdk",
-        len - 1536 + 12,
-        &7u32.to_le_bytes(),
-    );
-    expect_refused(d.path(), &["info", s(&bad)], "VMDK footer marker");
-    let bad = variant(
-        d.path(),
-        &img,
-        "badfootgrain.vmdk",
-        foot + 20,
-        &3u64.to_le_bytes(),
-    );
-    expect_refused(d.path(), &["info", s(&bad)], "grainSize");
-    let bad = variant(
-        d.path(),
-        &img,
-        "badfootgd.vmdk",
-        foot + 56,
-        &(1u64 << 40).to_le_bytes(),
-    );
-    expect_refused(d.path(), &["info", s(&bad)], "gdOffset");
+    for (name, at, bytes, want) in [
+        (
+            "badfootmarker.vmdk",
+            len - 1536 + 12,
+            u32_le(7),
+            "VMDK footer marker",
+        ),
+        ("badfootgrain.vmdk", foot + 20, u64_le(3), "grainSize"),
+        ("badfootgd.vmdk", foot + 56, u64_le(1 << 40), "gdOffset"),
+    ] {
+        let bad = variant(d.path(), &img, name, at, &bytes);
+        expect_refused(d.path(), &["info", s(&bad)], want);
+    }
 }
 
 #[test]
@@ -466,8 +453,7 @@ fn vmdk_corrupt_variants_exit_2() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 20 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 20 << 20);
     let sparse = d.path().join("good.vmdk");
     qemu_img(&["convert", "-O", "vmdk", s(&raw), s(&sparse)]);
     let h = read_at(&sparse, 0, 512);
@@ -475,99 +461,37 @@ fn vmdk_corrupt_variants_exit_2() {
     let gt_at = u64::from(le32(&read_at(&sparse, gd_at, 4))) * 512;
     let dp = d.path();
     let cases: Vec<(&str, u64, Vec<u8>, &str)> = vec![
-        (
-            "version.vmdk",
-            4,
-            99u32.to_le_bytes().to_vec(),
-            "field version at byte 4",
-        ),
-        ("grain.vmdk", 20, 3u64.to_le_bytes().to_vec(), "grainSize"),
-        (
-            "grainhuge.vmdk",
-            20,
-            (1u64 << 40).to_le_bytes().to_vec(),
-            "grainSize",
-        ),
-        (
-            "gtes.vmdk",
-            44,
-            0x1000_0000u32.to_le_bytes().to_vec(),
-            "numGTEsPerGT",
-        ),
-        (
-            "cap.vmdk",
-            12,
-            (u64::MAX / 4).to_le_bytes().to_vec(),
-            "capacity",
-        ),
-        (
-            "capbig.vmdk",
-            12,
-            (1u64 << 36).to_le_bytes().to_vec(),
-            "grain directory",
-        ),
-        (
-            "gdoff.vmdk",
-            56,
-            (1u64 << 50).to_le_bytes().to_vec(),
-            "gdOffset",
-        ),
+        ("version.vmdk", 4, u32_le(99), "field version at byte 4"),
+        ("grain.vmdk", 20, u64_le(3), "grainSize"),
+        ("grainhuge.vmdk", 20, u64_le(1 << 40), "grainSize"),
+        ("gtes.vmdk", 44, u32_le(0x1000_0000), "numGTEsPerGT"),
+        ("cap.vmdk", 12, u64_le(u64::MAX / 4), "capacity"),
+        ("capbig.vmdk", 12, u64_le(1 << 36), "grain directory"),
+        ("gdoff.vmdk", 56, u64_le(1 << 50), "gdOffset"),
         ("nl.vmdk", 73, b"\n \n\n".to_vec(), "text-mode"),
-        (
-            "desc.vmdk",
-            36,
-            (1u64 << 40).to_le_bytes().to_vec(),
-            "descriptorSize",
-        ),
-        (
-            "comp.vmdk",
-            77,
-            9u16.to_le_bytes().to_vec(),
-            "compressAlgorithm",
-        ),
+        ("desc.vmdk", 36, u64_le(1 << 40), "descriptorSize"),
+        ("comp.vmdk", 77, u16_le(9), "compressAlgorithm"),
         (
             "gde.vmdk",
             gd_at,
-            0x7fff_0000u32.to_le_bytes().to_vec(),
+            u32_le(0x7fff_0000),
             "VMDK grain directory field entry 0",
         ),
         (
             "gte.vmdk",
             gt_at,
-            0x7fff_0000u32.to_le_bytes().to_vec(),
+            u32_le(0x7fff_0000),
             "VMDK grain table field entry 0",
         ),
     ];
-    for (name, at, bytes, want) in cases {
-        let p = variant(dp, &sparse, name, at, &bytes);
-        expect_refused(
-            dp,
-            &[
-                "convert",
-                s(&p),
-                s(&dp.join("o.raw")),
-                "--to",
-                "raw",
-                "--force",
-            ],
-            want,
-        );
-    }
+    refuse_variants(dp, &sparse, cases);
     // Wrong magic: detection says raw, --from vmdk must refuse.
     let p = variant(dp, &sparse, "magic.vmdk", 0, b"KDMX");
     expect_refused(dp, &["info", "--from", "vmdk", s(&p)], "magicNumber");
 
     // streamOptimized: compressed grain markers.
     let so = d.path().join("so.vmdk");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=streamOptimized",
-        s(&raw),
-        s(&so),
-    ]);
+    stream_vmdk(&raw, &so);
     let h = read_at(&so, 0, 512);
     let gd_at = le64(&h[56..]) * 512;
     let gt_at = u64::from(le32(&read_at(&so, gd_at, 4))) * 512;
@@ -579,31 +503,9 @@ fn vmdk_corrupt_variants_exit_2() {
         g0 + 8,
         &0x7fff_ffffu32.to_le_bytes(),
     );
-    expect_refused(
-        dp,
-        &[
-            "convert",
-            s(&p),
-            s(&dp.join("o.raw")),
-            "--to",
-            "raw",
-            "--force",
-        ],
-        "VMDK grain marker field size",
-    );
+    refuse_to_raw(dp, &p, "VMDK grain marker field size");
     let p = variant(dp, &so, "so-lba.vmdk", g0, &12345u64.to_le_bytes());
-    expect_refused(
-        dp,
-        &[
-            "convert",
-            s(&p),
-            s(&dp.join("o.raw")),
-            "--to",
-            "raw",
-            "--force",
-        ],
-        "VMDK grain marker field lba",
-    );
+    refuse_to_raw(dp, &p, "VMDK grain marker field lba");
     let p = variant(
         dp,
         &so,
@@ -611,18 +513,7 @@ fn vmdk_corrupt_variants_exit_2() {
         g0 + 12,
         &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4],
     );
-    expect_refused(
-        dp,
-        &[
-            "convert",
-            s(&p),
-            s(&dp.join("o.raw")),
-            "--to",
-            "raw",
-            "--force",
-        ],
-        "deflate stream",
-    );
+    refuse_to_raw(dp, &p, "deflate stream");
 }
 
 fn write_descriptor(dir: &Path, name: &str, create: &str, extents: &str) -> PathBuf {
@@ -641,41 +532,56 @@ fn vmdk_descriptor_policy() {
         return;
     }
     let top = tempdir();
-    let d = top.path().join("img");
-    std::fs::create_dir(&d).unwrap();
+    let d = subdir(top.path(), "img");
     // A file just outside the image's directory that must never be opened.
     std::fs::write(top.path().join("x"), vec![7u8; 1 << 20]).unwrap();
     std::fs::write(d.join("flat.bin"), vec![1u8; 1 << 20]).unwrap();
-    let trav = write_descriptor(&d, "trav.vmdk", "monolithicFlat", "RW 2048 FLAT \"../x\" 0");
-    expect_refused(&d, &["info", s(&trav)], "\"../x\"");
-    let abs = write_descriptor(
-        &d,
-        "abs.vmdk",
-        "monolithicFlat",
-        "RW 2048 FLAT \"/etc/passwd\" 0",
-    );
-    expect_refused(&d, &["info", s(&abs)], "\"/etc/passwd\"");
-    let sub = write_descriptor(
-        &d,
-        "sub.vmdk",
-        "twoGbMaxExtentFlat",
-        "RW 2048 FLAT \"flat.bin\" 0\nRW 2048 FLAT \"a/../../x\" 0",
-    );
-    expect_refused(&d, &["info", s(&sub)], "a/../../x");
+    // (file, createType, extent lines, message): each refused by `info`.
+    let mut refusals: Vec<(String, &str, &str, String)> = vec![
+        (
+            "trav.vmdk".into(),
+            "monolithicFlat",
+            "RW 2048 FLAT \"../x\" 0",
+            "\"../x\"".into(),
+        ),
+        (
+            "abs.vmdk".into(),
+            "monolithicFlat",
+            "RW 2048 FLAT \"/etc/passwd\" 0",
+            "\"/etc/passwd\"".into(),
+        ),
+        (
+            "sub.vmdk".into(),
+            "twoGbMaxExtentFlat",
+            "RW 2048 FLAT \"flat.bin\" 0\nRW 2048 FLAT \"a/../../x\" 0",
+            "a/../../x".into(),
+        ),
+        (
+            "vt.vmdk".into(),
+            "monolithicFlat",
+            "RW 2048 VMFS \"flat.bin\"",
+            "VMFS".into(),
+        ),
+        // Extent bigger than its file.
+        (
+            "big.vmdk".into(),
+            "monolithicFlat",
+            "RW 4096 FLAT \"flat.bin\" 0",
+            "flat.bin".into(),
+        ),
+    ];
     for ct in ["vmfs", "vmfsSparse", "seSparse", "custom"] {
-        let p = write_descriptor(&d, &format!("{ct}.vmdk"), ct, "RW 2048 FLAT \"flat.bin\" 0");
-        expect_refused(&d, &["info", s(&p)], &format!("createType \"{ct}\""));
+        refusals.push((
+            format!("{ct}.vmdk"),
+            ct,
+            "RW 2048 FLAT \"flat.bin\" 0",
+            format!("createType \"{ct}\""),
+        ));
     }
-    let vt = write_descriptor(&d, "vt.vmdk", "monolithicFlat", "RW 2048 VMFS \"flat.bin\"");
-    expect_refused(&d, &["info", s(&vt)], "VMFS");
-    // Extent bigger than its file, and missing extent.
-    let big = write_descriptor(
-        &d,
-        "big.vmdk",
-        "monolithicFlat",
-        "RW 4096 FLAT \"flat.bin\" 0",
-    );
-    expect_refused(&d, &["info", s(&big)], "flat.bin");
+    for (name, create, extents, want) in &refusals {
+        let p = write_descriptor(&d, name, create, extents);
+        expect_refused(&d, &["info", s(&p)], want);
+    }
     // Two flat extent files, one at an offset, judged by qemu. (qemu 10.0
     // double-reads an extent line that directly follows a blank line, so the
     // descriptor keeps qemu's "# Extent description" comment.)
@@ -712,8 +618,7 @@ fn vmdk_parent_needs_allow_backing() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 10 << 20);
+    let raw = holes_raw(d.path(), "in.raw", 10 << 20);
     let base = d.path().join("base.vmdk");
     qemu_img(&["convert", "-O", "vmdk", s(&raw), s(&base)]);
     let child = d.path().join("child.vmdk");
@@ -746,26 +651,14 @@ fn vdi_static_and_dynamic_match_qemu() {
         return;
     }
     let d = tempdir();
-    let raw = d.path().join("in.raw");
-    make_raw_with_holes(&raw, 20 << 20 | 4096);
+    let raw = holes_raw(d.path(), "in.raw", 20 << 20 | 4096);
     let disk = make_ext4_disk(d.path(), "demo", 40);
     for (src, tag) in [(&raw, "holes"), (&disk, "ext4")] {
         for (opt, kind) in [("static=off", "dynamic"), ("static=on", "static")] {
             let img = d.path().join(format!("{tag}-{kind}.vdi"));
-            qemu_img(&[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "vdi",
-                "-o",
-                opt,
-                s(src),
-                s(&img),
-            ]);
+            qemu_from_raw(src, &img, "vdi", opt);
             check_against_qemu(&img, &img, "vdi", &[], true);
-            let v: serde_json::Value =
-                serde_json::from_str(&onramp_ok(&["info", "--json", s(&img)])).unwrap();
+            let v = info_json(&[s(&img)]);
             assert_eq!(v["details"]["image_type"], kind);
         }
     }
@@ -778,83 +671,28 @@ fn vdi_corrupt_variants_exit_2() {
     }
     let d = tempdir();
     let dp = d.path();
-    let raw = dp.join("in.raw");
-    make_raw_with_holes(&raw, 8 << 20);
+    let raw = holes_raw(dp, "in.raw", 8 << 20);
     let img = dp.join("good.vdi");
     qemu_img(&["convert", "-O", "vdi", s(&raw), s(&img)]);
     let bmap = u64::from(le32(&read_at(&img, 0x154, 4)));
     let cases: Vec<(&str, u64, Vec<u8>, &str)> = vec![
-        (
-            "ver.vdi",
-            0x44,
-            0x0002_0000u32.to_le_bytes().to_vec(),
-            "version",
-        ),
-        ("type.vdi", 0x4c, 9u32.to_le_bytes().to_vec(), "image type"),
-        (
-            "diff.vdi",
-            0x4c,
-            4u32.to_le_bytes().to_vec(),
-            "differencing",
-        ),
-        (
-            "bmap.vdi",
-            0x154,
-            1000u32.to_le_bytes().to_vec(),
-            "offset of blocks",
-        ),
-        (
-            "data.vdi",
-            0x158,
-            3u32.to_le_bytes().to_vec(),
-            "offset of data",
-        ),
-        (
-            "bs.vdi",
-            0x178,
-            3000u32.to_le_bytes().to_vec(),
-            "block size",
-        ),
-        (
-            "bshuge.vdi",
-            0x178,
-            0x8000_0000u32.to_le_bytes().to_vec(),
-            "block size",
-        ),
-        (
-            "blocks.vdi",
-            0x180,
-            0xffff_fff0u32.to_le_bytes().to_vec(),
-            "blocks in image",
-        ),
-        (
-            "size.vdi",
-            0x170,
-            (1u64 << 45).to_le_bytes().to_vec(),
-            "disk size",
-        ),
+        ("ver.vdi", 0x44, u32_le(0x0002_0000), "version"),
+        ("type.vdi", 0x4c, u32_le(9), "image type"),
+        ("diff.vdi", 0x4c, u32_le(4), "differencing"),
+        ("bmap.vdi", 0x154, u32_le(1000), "offset of blocks"),
+        ("data.vdi", 0x158, u32_le(3), "offset of data"),
+        ("bs.vdi", 0x178, u32_le(3000), "block size"),
+        ("bshuge.vdi", 0x178, u32_le(0x8000_0000), "block size"),
+        ("blocks.vdi", 0x180, u32_le(0xffff_fff0), "blocks in image"),
+        ("size.vdi", 0x170, u64_le(1 << 45), "disk size"),
         (
             "entry.vdi",
             bmap,
-            0x00ff_0000u32.to_le_bytes().to_vec(),
+            u32_le(0x00ff_0000),
             "VDI block map field entry 0",
         ),
     ];
-    for (name, at, bytes, want) in cases {
-        let p = variant(dp, &img, name, at, &bytes);
-        expect_refused(
-            dp,
-            &[
-                "convert",
-                s(&p),
-                s(&dp.join("o.raw")),
-                "--to",
-                "raw",
-                "--force",
-            ],
-            want,
-        );
-    }
+    refuse_variants(dp, &img, cases);
     let p = variant(dp, &img, "sig.vdi", 0x40, &[0, 0, 0, 0]);
     expect_refused(dp, &["info", "--from", "vdi", s(&p)], "signature");
     // A disk size that is not whole sectors is rounded up, as qemu does.
@@ -915,6 +753,19 @@ fn ovf_text(disks: &[(&str, u64)], boot_order: &[usize]) -> String {
         .replace("ITEMS", &items)
 }
 
+/// Pack `members` of `src` into `dir/NAME` with GNU tar; `onramp info` of
+/// it is refused with `want` (see [`expect_refused`]).
+fn refuse_ova(dir: &Path, src: &Path, name: &str, members: &[&str], want: &str) {
+    let ova = dir.join(name);
+    gnu_tar(src, &ova, members);
+    expect_refused(dir, &["info", s(&ova)], want);
+}
+
+/// Write [`ovf_text`] of `disks` and `boot_order` to `path`.
+fn write_ovf(path: &Path, disks: &[(&str, u64)], boot_order: &[usize]) {
+    std::fs::write(path, ovf_text(disks, boot_order)).unwrap();
+}
+
 fn digest_hex<D: sha2::Digest>(p: &Path) -> String {
     let mut h = D::new();
     h.update(std::fs::read(p).unwrap());
@@ -929,17 +780,7 @@ fn gnu_tar(dir: &Path, out: &Path, members: &[&str]) {
 }
 
 fn stream_vmdk(raw: &Path, out: &Path) {
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=streamOptimized",
-        s(raw),
-        s(out),
-    ]);
+    vmdk_from_raw(raw, out, "streamOptimized");
 }
 
 #[test]
@@ -948,16 +789,15 @@ fn ova_single_disk_sha256_manifest() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = subdir(d.path(), "src");
     let disk = make_ext4_disk(d.path(), "demo", 40);
     let vmdk = src.join("demo-disk1.vmdk");
     stream_vmdk(&disk, &vmdk);
-    std::fs::write(
-        src.join("demo.ovf"),
-        ovf_text(&[("demo-disk1.vmdk", 40 << 20)], &[0]),
-    )
-    .unwrap();
+    write_ovf(
+        &src.join("demo.ovf"),
+        &[("demo-disk1.vmdk", 40 << 20)],
+        &[0],
+    );
     let mf = format!(
         "SHA256(demo.ovf)= {}\nSHA256(demo-disk1.vmdk)= {}\n",
         digest_hex::<sha2::Sha256>(&src.join("demo.ovf")),
@@ -967,8 +807,7 @@ fn ova_single_disk_sha256_manifest() {
     let ova = d.path().join("demo.ova");
     gnu_tar(&src, &ova, &["demo.ovf", "demo.mf", "demo-disk1.vmdk"]);
     check_against_qemu(&ova, &vmdk, "vmdk", &[], true);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova)])).unwrap();
+    let v = info_json(&[s(&ova)]);
     assert_eq!(v["format"], "ova");
     assert_eq!(v["details"]["manifest"]["verified"], true);
     assert_eq!(v["details"]["open_member"], "demo-disk1.vmdk");
@@ -994,10 +833,8 @@ fn ova_two_disks_and_sha1_manifest() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    let raw_a = d.path().join("a.raw");
-    make_raw_with_holes(&raw_a, 12 << 20);
+    let src = subdir(d.path(), "src");
+    let raw_a = holes_raw(d.path(), "a.raw", 12 << 20);
     let raw_b = d.path().join("b.raw");
     {
         let f = std::fs::File::create(&raw_b).unwrap();
@@ -1009,11 +846,11 @@ fn ova_two_disks_and_sha1_manifest() {
     stream_vmdk(&raw_a, &va);
     stream_vmdk(&raw_b, &vb);
     // DiskSection order: boot (0), data (1); the hardware lists boot first.
-    std::fs::write(
-        src.join("vm.ovf"),
-        ovf_text(&[("boot.vmdk", 9 << 20), ("data.vmdk", 12 << 20)], &[0, 1]),
-    )
-    .unwrap();
+    write_ovf(
+        &src.join("vm.ovf"),
+        &[("boot.vmdk", 9 << 20), ("data.vmdk", 12 << 20)],
+        &[0, 1],
+    );
     let mf = format!(
         "SHA1(vm.ovf)= {}\nSHA1(boot.vmdk)= {}\nSHA1(data.vmdk)= {}\n",
         digest_hex::<sha1::Sha1>(&src.join("vm.ovf")),
@@ -1025,29 +862,26 @@ fn ova_two_disks_and_sha1_manifest() {
     gnu_tar(&src, &ova, &["vm.ovf", "vm.mf", "boot.vmdk", "data.vmdk"]);
     // Default: the boot disk.
     check_against_qemu(&ova, &vb, "vmdk", &[], true);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova)])).unwrap();
+    let v = info_json(&[s(&ova)]);
     assert_eq!(v["details"]["open_disk"], 0);
     assert_eq!(v["details"]["disks"][0]["boot"], true);
     assert_eq!(v["details"]["manifest"]["verified"], true);
     assert_eq!(v["details"]["manifest"]["entries"][1]["algorithm"], "SHA1");
     // --disk 1 picks the data disk.
     check_against_qemu(&ova, &va, "vmdk", &["--disk", "1"], true);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", "--disk", "1", s(&ova)])).unwrap();
+    let v = info_json(&["--disk", "1", s(&ova)]);
     assert_eq!(v["details"]["open_member"], "data.vmdk");
     assert_eq!(v["virtual_size"], 12 << 20);
 
     // When the hardware boots from the second DiskSection entry, that is the default.
-    std::fs::write(
-        src.join("vm.ovf"),
-        ovf_text(&[("data.vmdk", 12 << 20), ("boot.vmdk", 9 << 20)], &[1, 0]),
-    )
-    .unwrap();
+    write_ovf(
+        &src.join("vm.ovf"),
+        &[("data.vmdk", 12 << 20), ("boot.vmdk", 9 << 20)],
+        &[1, 0],
+    );
     let ova2 = d.path().join("vm2.ova");
     gnu_tar(&src, &ova2, &["vm.ovf", "data.vmdk", "boot.vmdk"]);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova2)])).unwrap();
+    let v = info_json(&[s(&ova2)]);
     assert_eq!(v["details"]["open_member"], "boot.vmdk");
     assert_eq!(v["details"]["manifest"]["present"], false);
     expect_refused(d.path(), &["info", "--disk", "5", s(&ova)], "--disk 5");
@@ -1060,16 +894,10 @@ fn ova_hostile_members_exit_2() {
     }
     let top = tempdir();
     let d = top.path().join("in");
-    let src = d.join("sub");
-    std::fs::create_dir_all(&src).unwrap();
-    let raw = top.path().join("a.raw");
-    make_raw_with_holes(&raw, 4 << 20);
+    let src = subdir(&d, "sub");
+    let raw = holes_raw(top.path(), "a.raw", 4 << 20);
     stream_vmdk(&raw, &src.join("disk.vmdk"));
-    std::fs::write(
-        src.join("vm.ovf"),
-        ovf_text(&[("disk.vmdk", 4 << 20)], &[0]),
-    )
-    .unwrap();
+    write_ovf(&src.join("vm.ovf"), &[("disk.vmdk", 4 << 20)], &[0]);
     std::fs::copy(src.join("disk.vmdk"), d.join("outside.vmdk")).unwrap();
 
     // A member named ../outside.vmdk (GNU tar keeps it with -P).
@@ -1090,19 +918,15 @@ fn ova_hostile_members_exit_2() {
     expect_refused(&d, &["info", s(&ova)], "../outside.vmdk");
 
     // An OVF whose href climbs out.
-    std::fs::write(
-        src.join("vm.ovf"),
-        ovf_text(&[("../outside.vmdk", 4 << 20)], &[0]),
-    )
-    .unwrap();
-    let ova = d.join("href.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "../outside.vmdk");
-    std::fs::write(
-        src.join("vm.ovf"),
-        ovf_text(&[("disk.vmdk", 4 << 20)], &[0]),
-    )
-    .unwrap();
+    write_ovf(&src.join("vm.ovf"), &[("../outside.vmdk", 4 << 20)], &[0]);
+    refuse_ova(
+        &d,
+        &src,
+        "href.ova",
+        &["vm.ovf", "disk.vmdk"],
+        "../outside.vmdk",
+    );
+    write_ovf(&src.join("vm.ovf"), &[("disk.vmdk", 4 << 20)], &[0]);
 
     // Absolute member name.
     let ova = d.join("abs.ova");
@@ -1122,13 +946,21 @@ fn ova_hostile_members_exit_2() {
 
     // Symlink and hard link members.
     std::os::unix::fs::symlink("disk.vmdk", src.join("sym.vmdk")).unwrap();
-    let ova = d.join("sym.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "sym.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "symbolic link");
+    refuse_ova(
+        &d,
+        &src,
+        "sym.ova",
+        &["vm.ovf", "sym.vmdk"],
+        "symbolic link",
+    );
     std::fs::hard_link(src.join("disk.vmdk"), src.join("hard.vmdk")).unwrap();
-    let ova = d.join("hard.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk", "hard.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "hard link");
+    refuse_ova(
+        &d,
+        &src,
+        "hard.ova",
+        &["vm.ovf", "disk.vmdk", "hard.vmdk"],
+        "hard link",
+    );
     std::fs::remove_file(src.join("hard.vmdk")).unwrap();
 
     // Good archive, then header corruptions.
@@ -1150,14 +982,14 @@ fn ova_hostile_members_exit_2() {
     patch(&p, 0, &h);
     expect_refused(&d, &["info", s(&p)], "tar header field size");
     // Not a disk at all inside: OVF says the disk is the OVF itself.
-    std::fs::write(
-        src.join("vm.ovf"),
-        ovf_text(&[("nothere.vmdk", 4 << 20)], &[0]),
-    )
-    .unwrap();
-    let ova = d.join("missing.ova");
-    gnu_tar(&src, &ova, &["vm.ovf", "disk.vmdk"]);
-    expect_refused(&d, &["info", s(&ova)], "nothere.vmdk");
+    write_ovf(&src.join("vm.ovf"), &[("nothere.vmdk", 4 << 20)], &[0]);
+    refuse_ova(
+        &d,
+        &src,
+        "missing.ova",
+        &["vm.ovf", "disk.vmdk"],
+        "nothere.vmdk",
+    );
 }
 
 #[test]
@@ -1166,16 +998,13 @@ fn ova_raw_disk_member_read_in_place() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    let raw = src.join("disk.img");
-    make_raw_with_holes(&raw, 6 << 20);
-    std::fs::write(src.join("vm.ovf"), ovf_text(&[("disk.img", 6 << 20)], &[0])).unwrap();
+    let src = subdir(d.path(), "src");
+    let raw = holes_raw(&src, "disk.img", 6 << 20);
+    write_ovf(&src.join("vm.ovf"), &[("disk.img", 6 << 20)], &[0]);
     let ova = d.path().join("raw.ova");
     gnu_tar(&src, &ova, &["vm.ovf", "disk.img"]);
     check_against_qemu(&ova, &raw, "raw", &[], true);
-    let v: serde_json::Value =
-        serde_json::from_str(&onramp_ok(&["info", "--json", s(&ova)])).unwrap();
+    let v = info_json(&[s(&ova)]);
     assert_eq!(v["details"]["disk"]["format"], "raw");
     // The member's data starts after the OVF's header+data and its own header.
     let off = v["details"]["members"][1]["offset"].as_u64().unwrap();

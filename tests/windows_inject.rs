@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::winimg::{self, hivex_values, hivexget, software_hive, system_hive};
+use common::windows::{software_hive, system_hive};
+use common::winimg::{self, hivex_values, hivexget};
 use common::{onramp, onramp_ok, require, s, tempdir};
 use onramp::block::BlockSource;
 use onramp::fs::ntfs::NtfsFs;

@@ -3,6 +3,7 @@
 //! streaming digest, and sparseness.
 
 mod common;
+use common::convert::*;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ const TARGETS: &[Target] = &[
 ];
 
 fn convert(src: &Path, out: &Path, t: &Target, size: Option<&str>) -> Value {
-    let mut args = vec!["convert", s(src), s(out), "--to", t.to, "--json"];
+    let mut args = convert_args(src, out, t.to, &["--json"]);
     args.extend_from_slice(t.extra);
     args.extend_from_slice(&["--digest", "sha256"]);
     if let Some(sz) = size {
@@ -83,7 +84,7 @@ fn check_all(dir: &Path, src: &Path, size: Option<&str>, expect: u64) {
             "{what}: streamed digest differs from the file's"
         );
         assert_eq!(v["virtual_size"].as_u64(), Some(expect), "{what}");
-        let info = qemu_json(&["info", "-f", t.qemu, "--output=json", s(&out)]);
+        let info = qemu_info(&out, t.qemu);
         assert_eq!(
             info["virtual-size"].as_u64(),
             Some(expect),
@@ -95,13 +96,7 @@ fn check_all(dir: &Path, src: &Path, size: Option<&str>, expect: u64) {
         );
         if t.qemu != "vpc" {
             // qemu's vpc driver has no check; qcow2 and vhdx do.
-            let c = run_output("qemu-img", &["check", "-f", t.qemu, s(&out)]);
-            assert!(
-                c.status.success(),
-                "{what}: qemu-img check: {}{}",
-                String::from_utf8_lossy(&c.stdout),
-                String::from_utf8_lossy(&c.stderr)
-            );
+            qemu_check_ok(&out, t.qemu);
         }
         // Zero blocks are not written: the output holds little beyond the source's data.
         assert!(
@@ -124,9 +119,7 @@ fn check_all(dir: &Path, src: &Path, size: Option<&str>, expect: u64) {
 }
 
 fn holes_fixture(dir: &Path) -> PathBuf {
-    let src = dir.join("holes.raw");
-    make_raw_with_holes(&src, 30_000_000);
-    src
+    holes_raw(dir, "holes.raw", 30_000_000)
 }
 
 #[test]
@@ -185,7 +178,7 @@ fn written_zeros_are_not_allocated() {
     std::fs::write(&src, &bytes).unwrap();
 
     let vhd = d.path().join("z.vhd");
-    onramp_ok(&["convert", s(&src), s(&vhd), "--to", "vhd-dynamic"]);
+    convert_ok(&src, &vhd, "vhd-dynamic", &[]);
     assert!(qemu_compare(&src, "raw", &vhd, "vpc"));
     // Footer, header, BAT, one block (bitmap + 2 MiB), footer.
     let len = std::fs::metadata(&vhd).unwrap().len();
@@ -195,24 +188,16 @@ fn written_zeros_are_not_allocated() {
     );
 
     let vhdx = d.path().join("z.vhdx");
-    onramp_ok(&[
-        "convert",
-        s(&src),
-        s(&vhdx),
-        "--to",
-        "vhdx",
-        "--block-size",
-        "1M",
-    ]);
+    convert_ok(&src, &vhdx, "vhdx", &["--block-size", "1M"]);
     assert!(qemu_compare(&src, "raw", &vhdx, "vhdx"));
     // 4 MiB of header, log, metadata and BAT, then one 1 MiB block.
     assert_eq!(std::fs::metadata(&vhdx).unwrap().len(), 5 << 20);
 
     for extra in [&[][..], &["--compress", "deflate"][..]] {
         let q = d.path().join("z.qcow2");
-        let mut args = vec!["convert", s(&src), s(&q), "--to", "qcow2", "--force"];
+        let mut args = vec!["--force"];
         args.extend_from_slice(extra);
-        onramp_ok(&args);
+        convert_ok(&src, &q, "qcow2", &args);
         assert!(qemu_compare(&src, "raw", &q, "qcow2"));
         let c = qemu_json(&["check", "--output=json", s(&q)]);
         assert_eq!(c["allocated-clusters"].as_u64(), Some(1), "{c}");
@@ -237,7 +222,7 @@ fn compressed_qcow2_is_smaller_and_readable() {
     std::fs::write(&src, &bytes).unwrap();
     for (c, ctype) in [("deflate", "zlib"), ("zstd", "zstd")] {
         let q = d.path().join(format!("{c}.qcow2"));
-        onramp_ok(&["convert", s(&src), s(&q), "--to", "qcow2", "--compress", c]);
+        convert_ok(&src, &q, "qcow2", &["--compress", c]);
         let len = std::fs::metadata(&q).unwrap().len();
         assert!(len < 2 << 20, "{c}: {len} bytes is not compressed");
         assert!(qemu_compare(&src, "raw", &q, "qcow2"), "{c}");
@@ -251,7 +236,7 @@ fn compressed_qcow2_is_smaller_and_readable() {
         );
         // qemu can convert it back byte for byte.
         let back = d.path().join(format!("{c}.back.raw"));
-        qemu_img(&["convert", "-O", "raw", s(&q), s(&back)]);
+        qemu_raw(&q, "qcow2", &back);
         assert_eq!(sha256_file(&back), sha256_file(&src));
     }
 }
@@ -259,8 +244,7 @@ fn compressed_qcow2_is_smaller_and_readable() {
 #[test]
 fn bad_options_are_usage_errors() {
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 2 << 20);
+    let src = holes_raw(d.path(), "in.raw", 2 << 20);
     let out = d.path().join("out");
     for args in [
         &["--to", "vhdx", "--compress", "zstd"][..],
@@ -293,9 +277,7 @@ fn tiny_and_empty_sources() {
         assert_eq!(v["virtual_size"].as_u64(), Some(512), "{}", t.to);
         assert!(qemu_compare(&one, "raw", &out, t.qemu), "{}", t.to);
         let out = d.path().join(format!("empty.{}", t.ext));
-        let mut args = vec!["convert", s(&empty), s(&out), "--to", t.to];
-        args.extend_from_slice(t.extra);
-        let o = onramp(&args);
+        let o = onramp(&convert_args(&empty, &out, t.to, t.extra));
         if t.to == "vhdx" {
             // A VHDX cannot describe a 0-byte disk (qemu refuses to open one).
             assert_eq!(o.status.code(), Some(2));
@@ -341,7 +323,7 @@ fn data_far_into_a_large_sparse_disk() {
             t.extra
         );
         if t.qemu != "vpc" {
-            qemu_img(&["check", "-f", t.qemu, s(&out)]);
+            qemu_check_ok(&out, t.qemu);
         }
         std::fs::remove_file(&out).ok();
     }

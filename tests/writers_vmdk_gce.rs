@@ -1,6 +1,7 @@
 //! vmdk-stream and gce-tar output, judged by qemu-img, GNU tar and gzip.
 
 mod common;
+use common::convert::*;
 use common::*;
 use std::path::Path;
 
@@ -8,19 +9,9 @@ use std::path::Path;
 fn vmdk_roundtrip(src: &Path, dir: &Path, extra: &[&str], want_size: u64) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join("disk.vmdk");
-    let mut args = vec!["convert", s(src), s(&out), "--to", "vmdk-stream"];
-    args.extend_from_slice(extra);
-    onramp_ok(&args);
-    let check = run_output("qemu-img", &["check", "-f", "vmdk", s(&out)]);
-    assert!(
-        check.status.success(),
-        "qemu-img check: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(String::from_utf8_lossy(&check.stdout).contains("No errors were found"));
-    let info = qemu_img(&["info", "-f", "vmdk", "--output=json", s(&out)]);
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    convert_ok(src, &out, "vmdk-stream", extra);
+    assert!(qemu_check_ok(&out, "vmdk").contains("No errors were found"));
+    let v = qemu_info(&out, "vmdk");
     assert_eq!(v["virtual-size"].as_u64(), Some(want_size));
     assert_eq!(
         v["format-specific"]["data"]["create-type"].as_str(),
@@ -41,8 +32,7 @@ fn vmdk_stream_raw_with_holes_non_mib_size() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 30_000_000);
+    let src = holes_raw(d.path(), "in.raw", 30_000_000);
     let guard = InputGuard::new(&src);
     // 30_000_000 is not a whole number of sectors: rounded up to 58594 sectors.
     let a = vmdk_roundtrip(&src, &d.path().join("a"), &[], 30_000_128);
@@ -109,9 +99,7 @@ fn make_fragmented(path: &Path, size: u64, regions: u64, big: usize) {
 fn gce_roundtrip(src: &Path, dir: &Path, extra: &[&str], want_size: u64) -> (String, u64) {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join("image.tar.gz");
-    let mut args = vec!["convert", s(src), s(&out), "--to", "gce-tar"];
-    args.extend_from_slice(extra);
-    onramp_ok(&args);
+    convert_ok(src, &out, "gce-tar", extra);
     run("gzip", &["-t", s(&out)]);
     let list = run("tar", &["-tvf", s(&out)]);
     let lines: Vec<&str> = list.lines().collect();
@@ -121,8 +109,7 @@ fn gce_roundtrip(src: &Path, dir: &Path, extra: &[&str], want_size: u64) -> (Str
         lines[0].contains(&want_size.to_string()),
         "tar lists: {list}"
     );
-    let x = dir.join("x");
-    std::fs::create_dir_all(&x).unwrap();
+    let x = subdir(dir, "x");
     run("tar", &["-xSzf", s(&out), "-C", s(&x)]);
     let raw = x.join("disk.raw");
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), want_size);
@@ -142,8 +129,7 @@ fn gce_tar_raw_with_holes() {
         return;
     }
     let d = tempdir();
-    let src = d.path().join("in.raw");
-    make_raw_with_holes(&src, 30_000_000);
+    let src = holes_raw(d.path(), "in.raw", 30_000_000);
     let guard = InputGuard::new(&src);
     let (a, len) = gce_roundtrip(&src, &d.path().join("a"), &[], 1 << 30);
     let (b, _) = gce_roundtrip(&src, &d.path().join("b"), &[], 1 << 30);
@@ -186,8 +172,7 @@ fn gce_tar_ext4_disk_matches_gnu_tar_listing() {
     let src = make_ext4_disk(d.path(), "e", 40);
     gce_roundtrip(&src, &d.path().join("a"), &[], 1 << 30);
     // GNU tar's own archive of the same (grown) file lists the same member.
-    let stage = d.path().join("stage");
-    std::fs::create_dir_all(&stage).unwrap();
+    let stage = subdir(d.path(), "stage");
     run(
         "cp",
         &["--sparse=always", s(&src), s(&stage.join("disk.raw"))],

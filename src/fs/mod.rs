@@ -174,6 +174,7 @@ pub mod ext4;
 pub mod fat;
 pub mod ntfs;
 pub mod regf;
+pub mod sqlite;
 pub mod write;
 pub mod xfs;
 

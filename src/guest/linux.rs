@@ -28,6 +28,8 @@ pub const HYPERV_DRIVERS: [(&str, &str); 4] = [
 
 /// Most kernels / BLS entries / units / grub lines reported.
 const MAX_ITEMS: usize = 10_000;
+/// Most installed packages listed (dpkg or rpm): 1,000,000.
+const MAX_PACKAGES: usize = 1_000_000;
 
 /// All Linux facts.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -865,7 +867,7 @@ fn packages(c: &mut Ctx<'_>) -> Packages {
                 }
             }
             if let (Some(name), Some(version), true) = (name, version, installed) {
-                if p.list.len() < 1_000_000 {
+                if p.list.len() < MAX_PACKAGES {
                     p.list.push(Package {
                         name,
                         version,
@@ -887,11 +889,62 @@ fn packages(c: &mut Ctx<'_>) -> Packages {
     ] {
         if c.exists(db) {
             p.manager = Some("rpm".into());
-            p.note = Some(format!("rpmdb present ({db}), not parsed"));
+            if db.ends_with(".sqlite") {
+                rpm_sqlite(c, db, &mut p);
+            } else {
+                // Berkeley DB (RHEL 7/8) and ndb (SUSE) are not read.
+                p.note = Some(format!("rpmdb present ({db}), not parsed"));
+            }
             return p;
         }
     }
     p
+}
+
+/// Packages from an rpm sqlite database ([`super::rpmdb`]). A damaged
+/// database leaves `parsed` false with a note and a warning; a damaged
+/// package header skips that package with a warning.
+fn rpm_sqlite(c: &mut Ctx<'_>, db: &str, p: &mut Packages) {
+    let bytes = match fs::read_guest_file(&c.g, db, crate::limits::MAX_RPMDB_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            p.note = Some(format!("rpmdb present ({db}), not readable: {e}"));
+            c.warnings.push(format!("{db}: {e}"));
+            return;
+        }
+    };
+    match super::rpmdb::read_packages(&bytes) {
+        Ok(r) => {
+            p.parsed = true;
+            for s in &r.skipped {
+                c.warnings.push(format!("{db}: {s}"));
+            }
+            let wal = format!("{db}-wal");
+            if c.size(&wal).is_some_and(|n| n > 0) {
+                c.warnings.push(format!(
+                    "{wal} is not empty: changes not yet checkpointed into {db} are not listed"
+                ));
+            }
+            p.list = r
+                .packages
+                .into_iter()
+                .take(MAX_PACKAGES)
+                .map(|x| Package {
+                    version: x.evr(),
+                    name: x.name,
+                    arch: x.arch,
+                })
+                .collect();
+            p.list
+                .sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+            p.count = p.list.len();
+        }
+        Err(e) => {
+            p.note = Some(format!("rpmdb present ({db}), not parsed: {e}"));
+            c.warnings.push(format!("{db}: {e}"));
+        }
+    }
 }
 
 fn python_version(c: &mut Ctx<'_>, rel: &str, key: &str) -> Option<String> {

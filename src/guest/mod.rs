@@ -22,6 +22,7 @@
 
 pub mod initramfs;
 pub mod linux;
+pub mod rpmdb;
 pub mod windows;
 
 use crate::block::BlockSource;

@@ -25,6 +25,11 @@ impl FileRange {
     /// The whole of `path`, opened read-only.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
+        Self::whole(file, path)
+    }
+
+    /// The whole of an opened `file` (found at `path`).
+    fn whole(file: File, path: &Path) -> Result<Self> {
         let len = file.metadata().ctx(|| "stat".into())?.len();
         Ok(FileRange {
             file: Arc::new(file),
@@ -55,14 +60,7 @@ impl FileRange {
                 Error::io(format!("open {what} {}", path.display()), e.into())
             }
         })?;
-        let file = File::from(fd);
-        let len = file.metadata().ctx(|| "stat".into())?.len();
-        Ok(FileRange {
-            file: Arc::new(file),
-            path: path.to_path_buf(),
-            base: 0,
-            len,
-        })
+        Self::whole(File::from(fd), path)
     }
 
     /// A window of this range; fails if it does not lie inside.

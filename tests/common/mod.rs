@@ -5,6 +5,8 @@
 //! fails loudly under CI=true and is skipped (with a message) elsewhere.
 #![allow(dead_code)]
 
+pub mod rpm;
+pub mod windows;
 pub mod winimg;
 
 use sha2::{Digest, Sha256};
@@ -291,3 +293,4 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+pub mod convert;

@@ -94,56 +94,90 @@ pub struct Footer {
     pub saved_state: u8,
 }
 
-fn be32(b: &[u8; FOOTER_SIZE], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b.get(off..off.saturating_add(4)).unwrap_or(&[0; 4]));
-    u32::from_be_bytes(a)
+fn arr4(b: &[u8], off: usize) -> [u8; 4] {
+    <[u8; 4]>::try_from(crate::bytes::sub(b, off, 4)).unwrap_or([0; 4])
 }
-fn be64(b: &[u8; FOOTER_SIZE], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b.get(off..off.saturating_add(8)).unwrap_or(&[0; 8]));
+
+/// Big-endian u32 at `off` (0 when out of range).
+pub(super) fn be32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes(arr4(b, off))
+}
+
+/// Big-endian u64 at `off` (0 when out of range).
+pub(super) fn be64(b: &[u8], off: usize) -> u64 {
+    let a = <[u8; 8]>::try_from(crate::bytes::sub(b, off, 8)).unwrap_or([0; 8]);
     u64::from_be_bytes(a)
 }
-fn arr4(b: &[u8; FOOTER_SIZE], off: usize) -> [u8; 4] {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b.get(off..off.saturating_add(4)).unwrap_or(&[0; 4]));
-    a
+
+/// The VHD checksum (footer and dynamic header alike): one's complement of
+/// the byte sum with the checksum field `field` taken as zero.
+pub(super) fn ones_complement_sum(b: &[u8], field: std::ops::Range<usize>) -> u32 {
+    let sum = b
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !field.contains(i))
+        .fold(0u32, |acc, (_, &x)| acc.wrapping_add(u32::from(x)));
+    !sum
+}
+
+/// The checks the footer and the dynamic header open with: the 8-byte
+/// `cookie` at byte 0, then the big-endian checksum in `field` against
+/// [`ones_complement_sum`]. `offset` is where `b` was read; returns the
+/// stored checksum.
+pub(super) fn check_cookie_and_checksum(
+    structure: &'static str,
+    b: &[u8],
+    offset: u64,
+    cookie: &[u8; 8],
+    field: std::ops::Range<usize>,
+) -> Result<u32> {
+    let found = b.get(..8).unwrap_or(&[]);
+    if found != cookie {
+        return Err(Error::corrupt(
+            structure,
+            "cookie",
+            offset,
+            format!("{:?}", String::from_utf8_lossy(cookie)),
+            format!("{:?}", String::from_utf8_lossy(found)),
+        ));
+    }
+    let stored = be32(b, field.start);
+    let computed = ones_complement_sum(b, field.clone());
+    if stored != computed {
+        return Err(Error::corrupt(
+            structure,
+            "checksum",
+            offset.saturating_add(crate::bytes::u(field.start)),
+            format!("{computed:#010x}"),
+            format!("{stored:#010x}"),
+        ));
+    }
+    Ok(stored)
+}
+
+/// Four-character codes (creator application, platform code) as text, with
+/// unprintable bytes shown as '.'.
+pub(super) fn printable(code: &[u8]) -> String {
+    code.iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                char::from(c)
+            } else {
+                '.'
+            }
+        })
+        .collect()
 }
 
 /// One's complement of the byte sum, with bytes 64..68 (the checksum) as zero.
 pub fn checksum(b: &[u8; FOOTER_SIZE]) -> u32 {
-    let sum = b
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !(64..68).contains(i))
-        .fold(0u32, |acc, (_, &x)| acc.wrapping_add(u32::from(x)));
-    !sum
+    ones_complement_sum(b, 64..68)
 }
 
 impl Footer {
     /// Parse and check a footer read at byte `offset` of the file.
     pub fn parse(b: &[u8; FOOTER_SIZE], offset: u64) -> Result<Footer> {
-        let cookie = b.get(..8).unwrap_or(&[]);
-        if cookie != COOKIE {
-            return Err(Error::corrupt(
-                "VHD footer",
-                "cookie",
-                offset,
-                "\"conectix\"",
-                format!("{:?}", String::from_utf8_lossy(cookie)),
-            ));
-        }
-        let stored = be32(b, 64);
-        let computed = checksum(b);
-        if stored != computed {
-            return Err(Error::corrupt(
-                "VHD footer",
-                "checksum",
-                offset.saturating_add(64),
-                format!("{computed:#010x}"),
-                format!("{stored:#010x}"),
-            ));
-        }
+        let stored = check_cookie_and_checksum("VHD footer", b, offset, COOKIE, 64..68)?;
         let dt = be32(b, 60);
         let disk_type = DiskType::from_u32(dt).ok_or_else(|| {
             Error::corrupt(
@@ -237,16 +271,7 @@ impl Footer {
 
     /// The creator application as printable text.
     pub fn creator_application_str(&self) -> String {
-        self.creator_application
-            .iter()
-            .map(|&c| {
-                if c.is_ascii_graphic() || c == b' ' {
-                    char::from(c)
-                } else {
-                    '.'
-                }
-            })
-            .collect()
+        printable(&self.creator_application)
     }
 }
 

@@ -5,6 +5,7 @@
 //! All fields are big-endian; the checksum is the one's complement of the byte
 //! sum with the checksum field (bytes 36..40) taken as zero.
 
+use super::footer::{be32, be64, check_cookie_and_checksum, ones_complement_sum, printable};
 use super::locate::{utf16be, utf16le};
 use crate::error::{Error, Result};
 
@@ -37,17 +38,7 @@ pub struct Locator {
 impl Locator {
     /// The platform code as text.
     pub fn code_str(&self) -> String {
-        self.platform_code
-            .to_be_bytes()
-            .iter()
-            .map(|&c| {
-                if c.is_ascii_graphic() || c == b' ' {
-                    char::from(c)
-                } else {
-                    '.'
-                }
-            })
-            .collect()
+        printable(&self.platform_code.to_be_bytes())
     }
 
     /// Decode the locator bytes as this platform stores paths.
@@ -88,29 +79,9 @@ pub struct DynHeader {
     pub locators: Vec<Locator>,
 }
 
-fn be32(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(off..off.saturating_add(4)) {
-        a.copy_from_slice(s);
-    }
-    u32::from_be_bytes(a)
-}
-fn be64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(off..off.saturating_add(8)) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
-}
-
 /// One's complement of the byte sum, bytes 36..40 taken as zero.
 pub fn checksum(b: &[u8; HEADER_SIZE]) -> u32 {
-    let sum = b
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !(36..40).contains(i))
-        .fold(0u32, |acc, (_, &x)| acc.wrapping_add(u32::from(x)));
-    !sum
+    ones_complement_sum(b, 36..40)
 }
 
 impl DynHeader {
@@ -118,27 +89,7 @@ impl DynHeader {
     pub fn parse(b: &[u8; HEADER_SIZE], offset: u64) -> Result<DynHeader> {
         const S: &str = "VHD dynamic disk header";
         let at = |o: u64| offset.saturating_add(o);
-        let cookie = b.get(..8).unwrap_or(&[]);
-        if cookie != COOKIE {
-            return Err(Error::corrupt(
-                S,
-                "cookie",
-                offset,
-                "\"cxsparse\"",
-                format!("{:?}", String::from_utf8_lossy(cookie)),
-            ));
-        }
-        let stored = be32(b, 36);
-        let computed = checksum(b);
-        if stored != computed {
-            return Err(Error::corrupt(
-                S,
-                "checksum",
-                at(36),
-                format!("{computed:#010x}"),
-                format!("{stored:#010x}"),
-            ));
-        }
+        let stored = check_cookie_and_checksum(S, b, offset, COOKIE, 36..40)?;
         let header_version = be32(b, 24);
         if header_version != HEADER_VERSION {
             return Err(Error::corrupt(

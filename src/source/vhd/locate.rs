@@ -9,8 +9,58 @@
 //! resolved file must canonicalise into the child's directory (so a symlink
 //! cannot lead outside it).
 
-use crate::error::{Error, Result};
+use crate::block::BlockSource;
+use crate::error::{Error, IoContext, Result};
+use crate::limits;
+use crate::source::{Format, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
+
+/// Open `path` for reading; the file and its length.
+pub(crate) fn open_file(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
+    let len = file.metadata().ctx(|| "stat".into())?.len();
+    Ok((file, len))
+}
+
+/// The gate in front of any parent lookup: refused without `--allow-backing`
+/// (naming the parent as the image gives it, `wanted`) and past
+/// [`limits::MAX_BACKING_DEPTH`]. `kind` is "VHD" or "VHDX".
+pub(crate) fn parent_allowed(
+    kind: &str,
+    opts: &OpenOptions,
+    depth: usize,
+    wanted: &str,
+) -> Result<()> {
+    if !opts.allow_backing {
+        return Err(Error::invalid(format!(
+            "differencing {kind}: its parent is {wanted}; pass --allow-backing to read it \
+             (only a relative parent inside the image's directory is opened)"
+        )));
+    }
+    if depth.saturating_add(1) >= limits::MAX_BACKING_DEPTH {
+        return Err(Error::invalid(format!(
+            "differencing {kind}: parent chain deeper than {} images",
+            limits::MAX_BACKING_DEPTH
+        )));
+    }
+    Ok(())
+}
+
+/// Open the parent at `ppath` (resolved and its identity checked) as
+/// `format`, one level deeper in the chain; errors name the parent.
+pub(crate) fn open_parent_as(
+    ppath: &Path,
+    format: Format,
+    opts: &OpenOptions,
+    depth: usize,
+) -> Result<Box<dyn BlockSource>> {
+    let popts = OpenOptions {
+        format: Some(format),
+        ..opts.clone()
+    };
+    crate::source::open_depth(ppath, &popts, depth.saturating_add(1)).map_err(|e| e.at(ppath))
+}
 
 /// Resolve `relative` (as stored in the image, Windows separators allowed)
 /// against the directory of `image`. `wanted` describes every name the image
@@ -90,8 +140,55 @@ pub(crate) fn utf16be(b: &[u8]) -> String {
     }))
 }
 
-/// Read `buf` at `offset` of an optional parent: zeros where there is no
-/// parent or beyond the parent's size.
+/// Iterate runs of equal bits of a sector bitmap over sectors `[s0, s1)`,
+/// calling `f(start, end, set)` for each; `bits` holds the bitmap bytes
+/// starting at byte `s0 / 8`. VHD orders the bits of a byte MSB-first
+/// (`msb_first`), VHDX LSB-first.
+pub(crate) fn bit_runs(
+    bits: &[u8],
+    s0: u64,
+    s1: u64,
+    msb_first: bool,
+    mut f: impl FnMut(u64, u64, bool) -> Result<()>,
+) -> Result<()> {
+    let base = s0 & !7;
+    let get = |s: u64| -> bool {
+        let rel = s.saturating_sub(base);
+        let byte = usize::try_from(rel / 8)
+            .ok()
+            .and_then(|i| bits.get(i))
+            .copied()
+            .unwrap_or(0);
+        let shift = if msb_first {
+            7u64.saturating_sub(rel % 8)
+        } else {
+            rel % 8
+        };
+        (byte >> shift) & 1 == 1
+    };
+    let mut s = s0;
+    while s < s1 {
+        let v = get(s);
+        let mut e = s.saturating_add(1);
+        while e < s1 && get(e) == v {
+            e = e.saturating_add(1);
+        }
+        f(s, e, v)?;
+        s = e;
+    }
+    Ok(())
+}
+
+/// The part of `buf` (which holds the disk from byte `offset`) for the
+/// `n` bytes at disk byte `pos`: a piece the block walk of a read hands out.
+pub(crate) fn piece(buf: &mut [u8], offset: u64, pos: u64, n: u64) -> Result<&mut [u8]> {
+    let a = usize::try_from(pos.saturating_sub(offset)).unwrap_or(0);
+    let b = a.saturating_add(usize::try_from(n).unwrap_or(0));
+    buf.get_mut(a..b).ok_or_else(|| Error::invalid("bad piece"))
+}
+
+/// Read `buf` at `offset` of an optional parent (VHD, VHDX and VMDK chains):
+/// zeros where there is no parent or beyond the parent's size.
 pub(crate) fn read_parent(
     parent: Option<&dyn crate::block::BlockSource>,
     offset: u64,

@@ -32,7 +32,7 @@ pub mod header;
 pub(crate) mod locate;
 
 use crate::block::{check_range, BlockSource, Extent, ExtentKind, MapBuilder};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::limits;
 use crate::source::raw::{read_exact_at, RawReader};
 use crate::source::{Format, OpenOptions};
@@ -115,8 +115,7 @@ impl VhdReader {
     /// [`crate::source::open_depth`] at `depth + 1`) only when
     /// `opts.allow_backing` is set.
     pub fn open_with(path: &Path, opts: &OpenOptions, depth: usize) -> Result<Self> {
-        let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
-        let file_size = file.metadata().ctx(|| "stat".into())?.len();
+        let (file, file_size) = locate::open_file(path)?;
         let foot_off = file_size
             .checked_sub(footer::FOOTER_SIZE_U64)
             .ok_or_else(|| {
@@ -271,22 +270,10 @@ fn open_parent(
     for (code, p) in locators {
         wanted.push_str(&format!(", {code} {p:?}"));
     }
-    if !opts.allow_backing {
-        return Err(Error::invalid(format!(
-            "differencing VHD: its parent is {wanted}; pass --allow-backing to read it \
-             (only a relative parent inside the image's directory is opened)"
-        )));
-    }
-    if depth.saturating_add(1) >= limits::MAX_BACKING_DEPTH {
-        return Err(Error::invalid(format!(
-            "differencing VHD: parent chain deeper than {} images",
-            limits::MAX_BACKING_DEPTH
-        )));
-    }
+    locate::parent_allowed("VHD", opts, depth, &wanted)?;
     let ppath = locate::resolve(path, relative, &wanted)?;
     // The parent's identity: its footer unique_id must be the one the child names.
-    let pf = File::open(&ppath).ctx(|| format!("open {}", ppath.display()))?;
-    let plen = pf.metadata().ctx(|| "stat".into())?.len();
+    let (pf, plen) = locate::open_file(&ppath)?;
     let mut pb = [0u8; FOOTER_SIZE];
     read_exact_at(
         &pf,
@@ -310,45 +297,8 @@ fn open_parent(
         ));
     }
     drop(pf);
-    let popts = OpenOptions {
-        format: Some(Format::Vhd),
-        ..opts.clone()
-    };
-    let src = crate::source::open_depth(&ppath, &popts, depth.saturating_add(1))
-        .map_err(|e| e.at(&ppath))?;
+    let src = locate::open_parent_as(&ppath, Format::Vhd, opts, depth)?;
     Ok(Parent { path: ppath, src })
-}
-
-/// Iterate runs of equal bits of an MSB-first bitmap over sectors `[s0, s1)`;
-/// `bits` holds the bitmap bytes starting at byte `s0 / 8`.
-fn bit_runs(
-    bits: &[u8],
-    s0: u64,
-    s1: u64,
-    mut f: impl FnMut(u64, u64, bool) -> Result<()>,
-) -> Result<()> {
-    let base = s0 & !7;
-    let get = |s: u64| -> bool {
-        let rel = s.saturating_sub(base);
-        let byte = usize::try_from(rel / 8)
-            .ok()
-            .and_then(|i| bits.get(i))
-            .copied()
-            .unwrap_or(0);
-        let shift = 7u64.saturating_sub(rel % 8);
-        (byte >> shift) & 1 == 1
-    };
-    let mut s = s0;
-    while s < s1 {
-        let v = get(s);
-        let mut e = s.saturating_add(1);
-        while e < s1 && get(e) == v {
-            e = e.saturating_add(1);
-        }
-        f(s, e, v)?;
-        s = e;
-    }
-    Ok(())
 }
 
 impl Sparse {
@@ -397,7 +347,7 @@ impl Sparse {
                     )
                     .map_err(|e| e.at(&self.path))?;
                     let blk_base = pos.saturating_sub(in_blk);
-                    bit_runs(&bits, s0, s1, |a, b, set| {
+                    locate::bit_runs(&bits, s0, s1, true, |a, b, set| {
                         let ra = blk_base.saturating_add(a.saturating_mul(512)).max(pos);
                         let rb = blk_base
                             .saturating_add(b.saturating_mul(512))
@@ -423,11 +373,7 @@ impl BlockSource for VhdReader {
         match &self.kind {
             Kind::Fixed(r) => r.read_at(offset, buf),
             Kind::Sparse(s) => s.walk(offset, len, |pos, n, src| {
-                let a = usize::try_from(pos.saturating_sub(offset)).unwrap_or(0);
-                let b = a.saturating_add(usize::try_from(n).unwrap_or(0));
-                let piece = buf
-                    .get_mut(a..b)
-                    .ok_or_else(|| Error::invalid("bad piece"))?;
+                let piece = locate::piece(buf, offset, pos, n)?;
                 match src {
                     Some(off) => {
                         read_exact_at(&s.file, off, piece, "VHD block").map_err(|e| e.at(&s.path))

@@ -6,14 +6,42 @@
 pub struct Guid(pub [u8; 16]);
 
 impl Guid {
-    /// Build from the textual form's fields (as printed, e.g. in the spec).
-    pub const fn from_fields(a: u32, b: u16, c: u16, d: [u8; 8]) -> Guid {
-        let a = a.to_le_bytes();
-        let b = b.to_le_bytes();
-        let c = c.to_le_bytes();
+    /// Parse the textual form `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX` (as the
+    /// spec prints it) into the on-disk order: the first three fields are
+    /// stored little-endian, the last two as written.
+    // Only for `const` items holding the spec's GUIDs: the compiler evaluates
+    // it on literals, so a malformed literal (bad digit, wrong length) is a
+    // build error, never a panic at run time on input bytes.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::panic
+    )]
+    pub const fn parse(text: &str) -> Guid {
+        const fn hex(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => panic!("GUID literal: not a hex digit"),
+            }
+        }
+        let s = text.as_bytes();
+        assert!(s.len() == 36, "GUID literal: not 36 characters");
+        let mut t = [0u8; 16];
+        let (mut i, mut o) = (0, 0);
+        while i < s.len() {
+            if s[i] == b'-' {
+                i += 1;
+                continue;
+            }
+            t[o] = (hex(s[i]) << 4) | hex(s[i + 1]);
+            o += 1;
+            i += 2;
+        }
         Guid([
-            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5],
-            d[6], d[7],
+            t[3], t[2], t[1], t[0], t[5], t[4], t[7], t[6], t[8], t[9], t[10], t[11], t[12], t[13],
+            t[14], t[15],
         ])
     }
 
@@ -53,13 +81,14 @@ mod tests {
 
     #[test]
     fn formats_like_the_spec() {
-        let g = Guid::from_fields(
-            0x2DC2_7766,
-            0xF623,
-            0x4200,
-            [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
-        );
+        let g = Guid::parse("2DC27766-F623-4200-9D64-115E9BFD4A08");
         assert_eq!(g.to_string(), "2DC27766-F623-4200-9D64-115E9BFD4A08");
-        assert_eq!(g.0[0], 0x66);
+        assert_eq!(
+            g.0,
+            [
+                0x66, 0x77, 0xC2, 0x2D, 0x23, 0xF6, 0x00, 0x42, 0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD,
+                0x4A, 0x08
+            ]
+        );
     }
 }

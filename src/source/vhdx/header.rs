@@ -50,24 +50,41 @@ pub struct Header {
     pub log_offset: u64,
 }
 
-fn le<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    let mut a = [0u8; N];
-    if let Some(s) = b.get(off..off.saturating_add(N)) {
-        a.copy_from_slice(s);
+/// Little-endian field access (0 when out of range), shared by the VHDX parsers.
+pub use crate::bytes::{le16, le32, le64};
+
+/// The checks a checksummed VHDX structure (header, region table) opens
+/// with: the 4-byte `signature` at byte 0, then the CRC-32C at bytes 4..8
+/// over `b` with that field taken as zero. `offset` is where `b` was read;
+/// returns the stored checksum.
+pub fn check_signature_and_crc(
+    structure: &str,
+    b: &[u8],
+    offset: u64,
+    signature: &[u8; 4],
+) -> Result<u32> {
+    let sig = b.get(..4).unwrap_or(&[]);
+    if sig != signature {
+        return Err(Error::corrupt(
+            structure,
+            "signature",
+            offset,
+            format!("{:?}", String::from_utf8_lossy(signature)),
+            format!("{:?}", String::from_utf8_lossy(sig)),
+        ));
     }
-    a
-}
-/// Little-endian u16 at `off` (0 when out of range).
-pub fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(le(b, off))
-}
-/// Little-endian u32 at `off` (0 when out of range).
-pub fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(le(b, off))
-}
-/// Little-endian u64 at `off` (0 when out of range).
-pub fn le64(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(le(b, off))
+    let stored = le32(b, 4);
+    let computed = crc32c_without(b, 4);
+    if stored != computed {
+        return Err(Error::corrupt(
+            structure,
+            "checksum",
+            offset.saturating_add(4),
+            format!("{computed:#010x} (CRC-32C)"),
+            format!("{stored:#010x}"),
+        ));
+    }
+    Ok(stored)
 }
 
 impl Header {
@@ -75,27 +92,7 @@ impl Header {
     pub fn parse(b: &[u8], slot: u8, offset: u64, file_len: u64) -> Result<Header> {
         let s = format!("VHDX header {slot}");
         let at = |o: u64| offset.saturating_add(o);
-        let sig = b.get(..4).unwrap_or(&[]);
-        if sig != HEADER_SIGNATURE {
-            return Err(Error::corrupt(
-                &s,
-                "signature",
-                offset,
-                "\"head\"",
-                format!("{:?}", String::from_utf8_lossy(sig)),
-            ));
-        }
-        let stored = le32(b, 4);
-        let computed = crc32c_without(b, 4);
-        if stored != computed {
-            return Err(Error::corrupt(
-                &s,
-                "checksum",
-                at(4),
-                format!("{computed:#010x} (CRC-32C)"),
-                format!("{stored:#010x}"),
-            ));
-        }
+        let stored = check_signature_and_crc(&s, b, offset, HEADER_SIGNATURE)?;
         let h = Header {
             slot,
             checksum: stored,

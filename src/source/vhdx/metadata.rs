@@ -17,58 +17,20 @@ pub const TABLE_SIZE: usize = 64 << 10;
 /// Most metadata entries (§3.5.1.1: "must be less than or equal to 2047").
 pub const MAX_ENTRIES: u16 = 2047;
 
-const fn g(a: u32, b: u16, c: u16, d: [u8; 8]) -> Guid {
-    Guid::from_fields(a, b, c, d)
-}
-/// File Parameters CAA16737-FA36-4D43-B3B6-33F0AA44E76B (§3.5.2.1).
-pub const FILE_PARAMETERS: Guid = g(
-    0xCAA1_6737,
-    0xFA36,
-    0x4D43,
-    [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
-);
-/// Virtual Disk Size 2FA54224-CD1B-4876-B211-5DBED83BF4B8 (§3.5.2.2).
-pub const VIRTUAL_DISK_SIZE: Guid = g(
-    0x2FA5_4224,
-    0xCD1B,
-    0x4876,
-    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
-);
-/// Virtual Disk ID BECA12AB-B2E6-4523-93EF-C309E000C746 (§3.5.2.3).
-pub const VIRTUAL_DISK_ID: Guid = g(
-    0xBECA_12AB,
-    0xB2E6,
-    0x4523,
-    [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46],
-);
-/// Logical Sector Size 8141BF1D-A96F-4709-BA47-F233A8FAAB5F (§3.5.2.4).
-pub const LOGICAL_SECTOR_SIZE: Guid = g(
-    0x8141_BF1D,
-    0xA96F,
-    0x4709,
-    [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
-);
-/// Physical Sector Size CDA348C7-445D-4471-9CC9-E9885251C556 (§3.5.2.5).
-pub const PHYSICAL_SECTOR_SIZE: Guid = g(
-    0xCDA3_48C7,
-    0x445D,
-    0x4471,
-    [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56],
-);
-/// Parent Locator A8D35F2D-B30B-454D-ABF7-D3D84834AB0C (§3.5.2.6).
-pub const PARENT_LOCATOR: Guid = g(
-    0xA8D3_5F2D,
-    0xB30B,
-    0x454D,
-    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
-);
-/// The VHDX parent locator type B04AEFB7-D19E-4A81-B789-25B8E9445913 (§3.5.2.6.1).
-pub const VHDX_LOCATOR_TYPE: Guid = g(
-    0xB04A_EFB7,
-    0xD19E,
-    0x4A81,
-    [0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13],
-);
+/// File Parameters (§3.5.2.1).
+pub const FILE_PARAMETERS: Guid = Guid::parse("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+/// Virtual Disk Size (§3.5.2.2).
+pub const VIRTUAL_DISK_SIZE: Guid = Guid::parse("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+/// Virtual Disk ID (§3.5.2.3).
+pub const VIRTUAL_DISK_ID: Guid = Guid::parse("BECA12AB-B2E6-4523-93EF-C309E000C746");
+/// Logical Sector Size (§3.5.2.4).
+pub const LOGICAL_SECTOR_SIZE: Guid = Guid::parse("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+/// Physical Sector Size (§3.5.2.5).
+pub const PHYSICAL_SECTOR_SIZE: Guid = Guid::parse("CDA348C7-445D-4471-9CC9-E9885251C556");
+/// Parent Locator (§3.5.2.6).
+pub const PARENT_LOCATOR: Guid = Guid::parse("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
+/// The VHDX parent locator type (§3.5.2.6.1).
+pub const VHDX_LOCATOR_TYPE: Guid = Guid::parse("B04AEFB7-D19E-4A81-B789-25B8E9445913");
 
 /// Smallest and largest block size (§3.5.2.1: "at least 1 MB and at most 256 MB").
 pub const MIN_BLOCK: u32 = 1 << 20;

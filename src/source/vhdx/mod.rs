@@ -35,8 +35,7 @@ pub mod metadata;
 pub mod region;
 
 use crate::block::{check_range, BlockSource, Extent, ExtentKind, MapBuilder};
-use crate::error::{Error, IoContext, Result};
-use crate::limits;
+use crate::error::{Error, Result};
 use crate::source::vhd::locate;
 use crate::source::{Format, OpenOptions};
 use bat::Bat;
@@ -45,7 +44,6 @@ use log::{FileView, ReplayInfo};
 use metadata::Metadata;
 use region::Regions;
 use serde_json::{json, Map, Value};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A VHDX image opened for reading.
@@ -83,8 +81,7 @@ impl VhdxReader {
     /// Open `path`; a parent is opened (through [`crate::source::open_depth`]
     /// at `depth + 1`) only when `opts.allow_backing` is set.
     pub fn open_with(path: &Path, opts: &OpenOptions, depth: usize) -> Result<Self> {
-        let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
-        let file_len = file.metadata().ctx(|| "stat".into())?.len();
+        let (file, file_len) = locate::open_file(path)?;
         let headers = header::read_headers(&file, file_len)?;
         let (view, replay) = log::replay(file, path, &headers.current)?;
         let regions = region::read(&view)?;
@@ -171,23 +168,8 @@ impl VhdxReader {
                         &mut bits,
                         "VHDX sector bitmap",
                     )?;
-                    let get = |s: u64| -> bool {
-                        let rel = s.saturating_sub(b0.saturating_mul(8));
-                        let byte = usize::try_from(rel / 8)
-                            .ok()
-                            .and_then(|i| bits.get(i))
-                            .copied()
-                            .unwrap_or(0);
-                        (byte >> (rel % 8)) & 1 == 1
-                    };
                     let blk_base = pos.saturating_sub(in_blk);
-                    let mut s = s0;
-                    while s < s1 {
-                        let v = get(s);
-                        let mut t = s.saturating_add(1);
-                        while t < s1 && get(t) == v {
-                            t = t.saturating_add(1);
-                        }
+                    locate::bit_runs(&bits, s0, s1, false, |s, t, v| {
                         let ra = blk_base
                             .saturating_add(s.saturating_sub(first).saturating_mul(lss))
                             .max(pos);
@@ -199,9 +181,8 @@ impl VhdxReader {
                         } else {
                             Src::Parent
                         };
-                        f(ra, rb.saturating_sub(ra), src)?;
-                        s = t;
-                    }
+                        f(ra, rb.saturating_sub(ra), src)
+                    })?;
                 }
                 _ => f(pos, n, Src::Zero)?,
             }
@@ -235,18 +216,7 @@ fn open_parent(
     } else {
         wanted
     };
-    if !opts.allow_backing {
-        return Err(Error::invalid(format!(
-            "differencing VHDX: its parent is {wanted}; pass --allow-backing to read it \
-             (only a relative parent inside the image's directory is opened)"
-        )));
-    }
-    if depth.saturating_add(1) >= limits::MAX_BACKING_DEPTH {
-        return Err(Error::invalid(format!(
-            "differencing VHDX: parent chain deeper than {} images",
-            limits::MAX_BACKING_DEPTH
-        )));
-    }
+    locate::parent_allowed("VHDX", opts, depth, &wanted)?;
     let linkage = get("parent_linkage").ok_or_else(|| {
         Error::corrupt_msg(
             "VHDX parent locator: no parent_linkage entry (spec §3.5.2.6.1 requires it)",
@@ -254,8 +224,7 @@ fn open_parent(
     })?;
     let ppath = locate::resolve(path, get("relative_path"), &wanted)?;
     // Identity: the parent's data_write_guid must be the one the child links to.
-    let pf = File::open(&ppath).ctx(|| format!("open {}", ppath.display()))?;
-    let plen = pf.metadata().ctx(|| "stat".into())?.len();
+    let (pf, plen) = locate::open_file(&ppath)?;
     let ph = header::read_headers(&pf, plen).map_err(|e| e.at(&ppath))?;
     drop(pf);
     let dwg = format!("{{{}}}", ph.current.data_write_guid);
@@ -269,12 +238,7 @@ fn open_parent(
             linkage,
         ));
     }
-    let popts = OpenOptions {
-        format: Some(Format::Vhdx),
-        ..opts.clone()
-    };
-    let src = crate::source::open_depth(&ppath, &popts, depth.saturating_add(1))
-        .map_err(|e| e.at(&ppath))?;
+    let src = locate::open_parent_as(&ppath, Format::Vhdx, opts, depth)?;
     Ok((ppath, src))
 }
 
@@ -287,11 +251,7 @@ impl BlockSource for VhdxReader {
         let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
         check_range(self.size(), offset, len)?;
         self.walk(offset, len, |pos, n, src| {
-            let a = usize::try_from(pos.saturating_sub(offset)).unwrap_or(0);
-            let b = a.saturating_add(usize::try_from(n).unwrap_or(0));
-            let piece = buf
-                .get_mut(a..b)
-                .ok_or_else(|| Error::invalid("bad piece"))?;
+            let piece = locate::piece(buf, offset, pos, n)?;
             match src {
                 Src::File(off) => self.view.read(off, piece, "VHDX payload block"),
                 Src::Zero => {

@@ -5,9 +5,8 @@
 //! Required is set and the implementation does not recognise the region, it
 //! must fail to open the file").
 
-use super::crc::crc32c_without;
 use super::guid::Guid;
-use super::header::{le32, le64, MIB};
+use super::header::{check_signature_and_crc, le32, le64, MIB};
 use super::log::FileView;
 use crate::error::{Error, Result};
 
@@ -17,20 +16,10 @@ pub const TABLE_OFFSETS: [u64; 2] = [192 << 10, 256 << 10];
 pub const TABLE_SIZE: usize = 64 << 10;
 /// Most entries a region table may hold (§2.2.1: "must be less than or equal to 2047").
 pub const MAX_ENTRIES: u32 = 2047;
-/// BAT region GUID 2DC27766-F623-4200-9D64-115E9BFD4A08 (§2.2.2).
-pub const BAT_GUID: Guid = Guid::from_fields(
-    0x2DC2_7766,
-    0xF623,
-    0x4200,
-    [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
-);
-/// Metadata region GUID 8B7CA206-4790-4B9A-B8FE-575F050F886E (§2.2.2).
-pub const METADATA_GUID: Guid = Guid::from_fields(
-    0x8B7C_A206,
-    0x4790,
-    0x4B9A,
-    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
-);
+/// BAT region GUID (§2.2.2).
+pub const BAT_GUID: Guid = Guid::parse("2DC27766-F623-4200-9D64-115E9BFD4A08");
+/// Metadata region GUID (§2.2.2).
+pub const METADATA_GUID: Guid = Guid::parse("8B7CA206-4790-4B9A-B8FE-575F050F886E");
 
 /// One region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,27 +46,7 @@ pub struct Regions {
 fn parse(b: &[u8], offset: u64, slot: u8, file_len: u64) -> Result<Regions> {
     let s = format!("VHDX region table {slot}");
     let at = |o: u64| offset.saturating_add(o);
-    let sig = b.get(..4).unwrap_or(&[]);
-    if sig != b"regi" {
-        return Err(Error::corrupt(
-            &s,
-            "signature",
-            offset,
-            "\"regi\"",
-            format!("{:?}", String::from_utf8_lossy(sig)),
-        ));
-    }
-    let stored = le32(b, 4);
-    let computed = crc32c_without(b, 4);
-    if stored != computed {
-        return Err(Error::corrupt(
-            &s,
-            "checksum",
-            at(4),
-            format!("{computed:#010x} (CRC-32C)"),
-            format!("{stored:#010x}"),
-        ));
-    }
+    check_signature_and_crc(&s, b, offset, b"regi")?;
     let count = le32(b, 8);
     if count > MAX_ENTRIES {
         return Err(Error::corrupt(

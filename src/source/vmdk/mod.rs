@@ -19,6 +19,7 @@ use crate::block::{check_range, BlockSource, Extent, ExtentKind, MapBuilder};
 use crate::error::{Error, Result};
 use crate::limits::{MAX_BACKING_DEPTH, MAX_HEADER_BYTES};
 use crate::source::range::FileRange;
+use crate::source::vhd::locate;
 use crate::source::OpenOptions;
 use descriptor::{check_file_name, Descriptor, ExtentType};
 use serde_json::{json, Map, Value};
@@ -283,37 +284,12 @@ impl VmdkReader {
 
     /// Fill `buf` (virtual offset `off`) from the parent, zeros past its end.
     fn parent_fill(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        let Some(p) = &self.parent else {
-            return Ok(());
-        };
-        let psize = p.size();
-        if off >= psize {
-            return Ok(());
-        }
-        let n = usize::try_from(psize.saturating_sub(off))
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        p.read_at(off, buf.get_mut(..n).unwrap_or(&mut []))
+        locate::read_parent(self.parent.as_deref(), off, buf)
     }
 
+    /// The parent's map of `[off, off+len)`, Zero past its end.
     fn parent_map(&self, off: u64, len: u64, m: &mut MapBuilder) -> Result<()> {
-        let Some(p) = &self.parent else {
-            m.push(off, len, ExtentKind::Zero);
-            return Ok(());
-        };
-        let psize = p.size();
-        let inside = psize.saturating_sub(off).min(len);
-        if inside > 0 {
-            for e in p.map(off, inside)? {
-                m.push(e.offset, e.len, e.kind);
-            }
-        }
-        m.push(
-            off.saturating_add(inside),
-            len.saturating_sub(inside),
-            ExtentKind::Zero,
-        );
-        Ok(())
+        locate::map_parent(self.parent.as_deref(), off, len, m)
     }
 }
 
