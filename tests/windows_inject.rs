@@ -125,6 +125,17 @@ fn windows_volume(dir: &Path, kind: Kind) -> Option<PathBuf> {
     winimg::ntfs_with_files(dir, "win.img", "24M", &files)
 }
 
+/// A temporary directory holding a Windows volume of `kind`; None when the
+/// tools (or, with `needs_writer`, the NTFS writer) are missing here.
+fn guest(kind: Kind, needs_writer: bool) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !tools() || (needs_writer && !ntfs_writable()) {
+        return None;
+    }
+    let dir = tempdir();
+    let img = windows_volume(dir.path(), kind)?;
+    Some((dir, img))
+}
+
 fn open_fs(img: &Path) -> NtfsFs {
     let src: Arc<dyn BlockSource> = Arc::new(RawReader::open(img).unwrap());
     NtfsFs::open(src).unwrap()
@@ -242,11 +253,7 @@ fn check_software_hive(p: &Path) {
 
 #[test]
 fn plan_places_files_registers_services_in_every_selected_control_set() {
-    if !tools() {
-        return;
-    }
-    let dir = tempdir();
-    let Some(img) = windows_volume(dir.path(), Kind::Generalized) else {
+    let Some((dir, img)) = guest(Kind::Generalized, false) else {
         return;
     };
     let fs = open_fs(&img);
@@ -366,11 +373,7 @@ fn plan_places_files_registers_services_in_every_selected_control_set() {
 
 #[test]
 fn specialized_image_gets_a_one_shot_firstboot_service() {
-    if !tools() {
-        return;
-    }
-    let dir = tempdir();
-    let Some(img) = windows_volume(dir.path(), Kind::Specialized) else {
+    let Some((dir, img)) = guest(Kind::Specialized, false) else {
         return;
     };
     let fs = open_fs(&img);
@@ -409,11 +412,7 @@ fn specialized_image_gets_a_one_shot_firstboot_service() {
 
 #[test]
 fn refusals_pending_log_linux_ops_and_bad_bundles() {
-    if !tools() {
-        return;
-    }
-    let dir = tempdir();
-    let Some(img) = windows_volume(dir.path(), Kind::PendingLog) else {
+    let Some((_dir, img)) = guest(Kind::PendingLog, false) else {
         return;
     };
     let fs = open_fs(&img);
@@ -470,6 +469,36 @@ fn refusals_pending_log_linux_ops_and_bad_bundles() {
     assert!(e.contains("Windows guests"), "{e}");
 }
 
+/// `ntfsfix -n` finds nothing to fix.
+fn assert_ntfs_clean(img: &Path) {
+    let fix = common::run_output("ntfsfix", &["-n", s(img)]);
+    assert!(
+        fix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fix.stdout)
+    );
+}
+
+/// A file of an NTFS image, read by ntfscat.
+fn ntfscat(img: &Path, path: &str) -> Vec<u8> {
+    let o = std::process::Command::new("ntfscat")
+        .args([s(img), path])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ntfscat {path}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// Copy a file out of an NTFS image with ntfscat to `to`; returns `to`.
+fn extract(img: &Path, path: &str, to: &Path) -> PathBuf {
+    std::fs::write(to, ntfscat(img, path)).unwrap();
+    to.to_path_buf()
+}
+
 fn ntfs_writable() -> bool {
     if onramp::fs::write::WRITABLE.contains(&"ntfs") {
         return true;
@@ -480,11 +509,7 @@ fn ntfs_writable() -> bool {
 
 #[test]
 fn customize_dry_run_lists_files_and_registry_edits() {
-    if !tools() || !ntfs_writable() {
-        return;
-    }
-    let dir = tempdir();
-    let Some(img) = windows_volume(dir.path(), Kind::Generalized) else {
+    let Some((dir, img)) = guest(Kind::Generalized, true) else {
         return;
     };
     let out = dir.path().join("out.raw");
@@ -515,11 +540,7 @@ fn customize_dry_run_lists_files_and_registry_edits() {
 
 #[test]
 fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
-    if !tools() || !ntfs_writable() {
-        return;
-    }
-    let dir = tempdir();
-    let Some(img) = windows_volume(dir.path(), Kind::Generalized) else {
+    let Some((dir, img)) = guest(Kind::Generalized, true) else {
         return;
     };
     let before = common::sha256_file(&img);
@@ -538,24 +559,8 @@ fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
     ]);
     assert_eq!(common::sha256_file(&img), before, "input changed");
     // ntfs-3g's own tools read the result.
-    let fix = common::run_output("ntfsfix", &["-n", s(&out)]);
-    assert!(
-        fix.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fix.stdout)
-    );
-    let cat = |p: &str| {
-        let o = std::process::Command::new("ntfscat")
-            .args([s(&out), p])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "ntfscat {p}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o.stdout
-    };
+    assert_ntfs_clean(&out);
+    let cat = |p: &str| ntfscat(&out, p);
     for f in [
         "Packages/WaAppAgent.exe",
         "Packages/WaAppAgent.exe.config",
@@ -580,11 +585,17 @@ fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
         sc.starts_with(SETUP_COMPLETE) && sc.ends_with("echo hello\r\n"),
         "{sc}"
     );
-    let sys = dir.path().join("SYSTEM.out");
-    std::fs::write(&sys, cat("/Windows/System32/config/SYSTEM")).unwrap();
+    let sys = extract(
+        &out,
+        "/Windows/System32/config/SYSTEM",
+        &dir.path().join("SYSTEM.out"),
+    );
     check_system_hive(&sys);
-    let soft = dir.path().join("SOFTWARE.out");
-    std::fs::write(&soft, cat("/Windows/System32/config/SOFTWARE")).unwrap();
+    let soft = extract(
+        &out,
+        "/Windows/System32/config/SOFTWARE",
+        &dir.path().join("SOFTWARE.out"),
+    );
     check_software_hive(&soft);
     // Our reader agrees with ntfscat.
     let fs = open_fs(&out);
@@ -621,18 +632,12 @@ fn customize_end_to_end_checked_with_ntfs3g_and_hivex() {
         "--hostname",
         "web-02",
     ]);
-    let fix = common::run_output("ntfsfix", &["-n", s(&out2)]);
-    assert!(
-        fix.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fix.stdout)
+    assert_ntfs_clean(&out2);
+    let sys2 = extract(
+        &out2,
+        "/Windows/System32/config/SYSTEM",
+        &dir.path().join("SYSTEM.out2"),
     );
-    let o = std::process::Command::new("ntfscat")
-        .args([s(&out2), "/Windows/System32/config/SYSTEM"])
-        .output()
-        .unwrap();
-    let sys2 = dir.path().join("SYSTEM.out2");
-    std::fs::write(&sys2, &o.stdout).unwrap();
     check_system_hive(&sys2);
     assert_eq!(
         hivexget(
@@ -680,11 +685,7 @@ fn find_rule<'a>(v: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::V
 
 #[test]
 fn recipe_with_windows_agent_and_settings_plans_the_edits() {
-    if !tools() || !ntfs_writable() {
-        return;
-    }
-    let dir = tempdir();
-    let Some(img) = windows_volume(dir.path(), Kind::Generalized) else {
+    let Some((dir, img)) = guest(Kind::Generalized, true) else {
         return;
     };
     let r = dir.path().join("win.yaml");
@@ -709,13 +710,15 @@ fn recipe_with_windows_agent_and_settings_plans_the_edits() {
     }
 }
 
+/// Byte offset of the Windows partition in the GPT test disk (sector 10240).
+const PART_START: u64 = 10240 * 512;
+
 #[test]
 fn customize_finds_the_system_volume_in_a_gpt_disk() {
-    if !tools() || !ntfs_writable() || !require(&["sfdisk", "dd"]) {
+    if !require(&["sfdisk"]) {
         return;
     }
-    let dir = tempdir();
-    let Some(vol) = windows_volume(dir.path(), Kind::Generalized) else {
+    let Some((dir, vol)) = guest(Kind::Generalized, true) else {
         return;
     };
     // GPT: a 4 MiB partition without a filesystem, then the Windows volume.
@@ -735,17 +738,12 @@ fn customize_finds_the_system_volume_in_a_gpt_disk() {
             .unwrap();
     }
     assert!(sf.wait().unwrap().success());
-    common::run(
-        "dd",
-        &[
-            &format!("if={}", s(&vol)),
-            &format!("of={}", s(&disk)),
-            "bs=512",
-            "seek=10240",
-            "conv=notrunc",
-            "status=none",
-        ],
-    );
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.seek(SeekFrom::Start(PART_START)).unwrap();
+        f.write_all(&std::fs::read(&vol).unwrap()).unwrap();
+    }
     let out = dir.path().join("out.raw");
     onramp_ok(&[
         "customize",
@@ -756,29 +754,15 @@ fn customize_finds_the_system_volume_in_a_gpt_disk() {
         "--azure-settings",
     ]);
     let part = dir.path().join("part.ntfs");
-    common::run(
-        "dd",
-        &[
-            &format!("if={}", s(&out)),
-            &format!("of={}", s(&part)),
-            "bs=512",
-            "skip=10240",
-            "count=49152",
-            "status=none",
-        ],
+    let bytes = std::fs::read(&out).unwrap();
+    let start = PART_START as usize;
+    std::fs::write(&part, &bytes[start..start + (24 << 20)]).unwrap();
+    assert_ntfs_clean(&part);
+    let sys = extract(
+        &part,
+        "/Windows/System32/config/SYSTEM",
+        &dir.path().join("SYSTEM.gpt"),
     );
-    let fix = common::run_output("ntfsfix", &["-n", s(&part)]);
-    assert!(
-        fix.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fix.stdout)
-    );
-    let o = std::process::Command::new("ntfscat")
-        .args([s(&part), "/Windows/System32/config/SYSTEM"])
-        .output()
-        .unwrap();
-    let sys = dir.path().join("SYSTEM.gpt");
-    std::fs::write(&sys, &o.stdout).unwrap();
     for cs in ["ControlSet001", "ControlSet002"] {
         assert_eq!(
             hivexget(
@@ -792,7 +776,7 @@ fn customize_finds_the_system_volume_in_a_gpt_disk() {
     // Outside the partition nothing changed.
     let first = |p: &Path| {
         let b = std::fs::read(p).unwrap();
-        b[..10240 * 512].to_vec()
+        b[..PART_START as usize].to_vec()
     };
     assert!(
         first(&disk) == first(&out),
