@@ -281,3 +281,190 @@ fn nearly_full() {
     extract(&out, &part);
     fsck_ok(&part);
 }
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Hard links, owners, times and xattrs through `onramp customize`, read back by debugfs.
+fn new_ops(name: &str, opts: &[&str]) {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = disk(dir.path(), name, 32, opts, 0);
+    let before = dir.path().join("before.part");
+    extract(&img, &before);
+    let guard = InputGuard::new(&img);
+    let out = dir.path().join("out.raw");
+    let big = "v".repeat(600);
+    let small_inodes = opts.contains(&"128");
+    // Past 2038 needs the epoch bits of i_mtime_extra (256-byte inodes only).
+    let far = if small_inodes {
+        2_000_000_000
+    } else {
+        2_500_000_000u64
+    };
+    onramp_ok(&[
+        "customize",
+        img.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "raw",
+        "--write",
+        "/etc/doomed:x",
+        "--hardlink",
+        "/etc/keep:/opt/keep2",
+        "--hardlink",
+        "/etc/os-release:/etc/os-link",
+        "--hardlink",
+        "/etc/doomed:/etc/doomed2",
+        "--chown",
+        "1000:1001:/etc/keep",
+        "--chown",
+        "70000:70001:/etc/fstab",
+        "--set-times",
+        "/etc/keep:1700000000",
+        "--set-times",
+        &format!("/etc/fstab:{far}"),
+        "--xattr",
+        "/etc/keep:user.foo=bar",
+        "--xattr",
+        "/etc/keep:security.selinux=system_u:object_r:etc_t:s0",
+        "--xattr",
+        "/etc/keep:user.foo=baz",
+        "--xattr",
+        &format!("/etc/fstab:user.big={big}"),
+        "--xattr",
+        "/etc/fstab:trusted.t=1",
+        "--xattr",
+        &format!("/etc/doomed:user.big={big}"),
+        "--delete",
+        "/etc/doomed",
+        "--delete",
+        "/etc/os-link",
+    ]);
+    guard.check();
+    let part = dir.path().join("after.part");
+    extract(&out, &part);
+    fsck_ok(&part);
+    let st = text(debugfs(&part, "stat /etc/keep"));
+    assert!(st.contains("Links: 2"), "{st}");
+    assert!(st.contains("User:  1000   Group:  1001"), "{st}");
+    assert!(st.contains("mtime: 0x6553f100"), "{st}");
+    assert!(st.contains("atime: 0x6553f100"), "{st}");
+    let ino = |p: &str| {
+        let s = text(debugfs(&part, &format!("stat {p}")));
+        s.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(ino("/etc/keep"), ino("/opt/keep2"));
+    assert_eq!(
+        debugfs(&part, "cat /opt/keep2"),
+        debugfs(&before, "cat /etc/keep")
+    );
+    let st = text(debugfs(&part, "stat /etc/os-release"));
+    assert!(st.contains("Links: 1"), "{st}");
+    let st = text(debugfs(&part, "stat /etc/doomed2"));
+    assert!(st.contains("Links: 1"), "{st}");
+    let st = text(debugfs(&part, "stat /etc/fstab"));
+    assert!(st.contains("User: 70000   Group: 70001"), "{st}");
+    assert!(
+        st.contains(if small_inodes { "2033" } else { "2049" }),
+        "{st}"
+    );
+    let ea = text(debugfs(&part, "ea_list /etc/keep"));
+    assert!(ea.contains("user.foo (3) = \"baz\""), "{ea}");
+    assert!(!ea.contains("bar"), "{ea}");
+    assert!(
+        ea.contains("security.selinux (27) = \"system_u:object_r:etc_t:s0\\000\""),
+        "{ea}"
+    );
+    let ea = text(debugfs(&part, "ea_list /etc/fstab"));
+    assert!(ea.contains("user.big (600)"), "{ea}");
+    assert!(ea.contains("trusted.t (1) = \"1\""), "{ea}");
+    assert!(
+        !st.contains("File ACL: 0"),
+        "600-byte value lands in a block: {st}"
+    );
+    let got = text(debugfs(&part, "ea_get /etc/fstab user.big"));
+    assert!(
+        got.contains(&format!("user.big (600) = \"{big}\"")),
+        "{got}"
+    );
+}
+
+#[test]
+fn new_ops_4k() {
+    new_ops("ops4k", &[]);
+}
+#[test]
+fn new_ops_1k() {
+    new_ops("ops1k", &["-b", "1024"]);
+}
+#[test]
+fn new_ops_no_csum() {
+    new_ops("opsnocsum", &["-O", "^metadata_csum"]);
+}
+#[test]
+fn new_ops_small_inodes() {
+    new_ops("ops128", &["-I", "128", "-O", "^metadata_csum"]);
+}
+
+#[test]
+fn hardlink_to_directory_refused() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = disk(dir.path(), "hld", 16, &[], 0);
+    let out = dir.path().join("out.raw");
+    let o = onramp(&[
+        "customize",
+        img.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "raw",
+        "--hardlink",
+        "/etc:/etc2",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("directory"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn agent_bundle_owners_land() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = disk(dir.path(), "own", 16, &[], 0);
+    let b = dir.path().join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("a.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(
+        b.join("agent.yaml"),
+        "name: owners\nversion: \"1\"\nfiles:\n  - {src: a.sh, dest: /usr/lib/x/a.sh, mode: \"0750\", owner: \"1234:70000\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.raw");
+    onramp_ok(&[
+        "customize",
+        img.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "raw",
+        "--agent",
+        b.to_str().unwrap(),
+    ]);
+    let part = dir.path().join("after.part");
+    extract(&out, &part);
+    fsck_ok(&part);
+    let st = text(debugfs(&part, "stat /usr/lib/x/a.sh"));
+    assert!(st.contains("User:  1234   Group: 70000"), "{st}");
+    assert!(st.contains("Mode:  0750"), "{st}");
+}

@@ -204,6 +204,11 @@ fn create_replace_and_read_back() {
             write("/Windows/Setup/Scripts/SetupComplete.cmd", b"@echo off\r\n"),
             write("/README.TXT", b"8.3 name"),
             mkdir("/empty/dir"),
+            FsAction::SetTimes {
+                path: "/readme.txt".into(),
+                atime: 1_000_000_000,
+                mtime: 1_000_000_000,
+            },
         ],
     )
     .unwrap();
@@ -233,6 +238,17 @@ fn create_replace_and_read_back() {
     assert!(info.contains("Data Size:\t\t 5242880"), "{info}");
     let info = ntfsinfo(&out, "/README.TXT");
     assert!(info.contains("Win32 & DOS"), "{info}");
+    assert!(
+        info.contains("File Altered Time:\t Sun Sep  9 01:46:40 2001 UTC"),
+        "{info}"
+    );
+    let st = reader(&out).stat("/README.TXT").unwrap().unwrap();
+    assert_eq!(st.mtime, 1_000_000_000);
+    // No inheritable security id on a mkntfs root: ntfs-3g's own default
+    // descriptor (Administrators owner, Everyone full control).
+    let info = ntfsinfo(&out, "/Windows/Setup/Scripts/SetupComplete.cmd");
+    assert!(info.contains("Owner SID:\t\t S-1-5-32-544"), "{info}");
+    assert!(info.contains("Namespace:\t\t Win32\n"), "{info}");
     let info = ntfsinfo(&out, "/small.txt");
     assert!(info.contains("Data Size:\t\t 5"), "{info}");
     let ls = ntfsls(&out, "/empty");
@@ -490,4 +506,110 @@ fn customize_end_to_end() {
     assert_eq!(ntfscat(&vol, "/x.txt"), b"hello");
     assert_eq!(ntfscat(&vol, "/keep.txt"), b"keep me");
     assert_eq!(ntfscat(&vol, "/onramp/agent/conf.ini"), b"[a]");
+}
+
+/// Volume offset of the first cluster of `$LogFile`'s data (MFT record 2).
+fn logfile_offset(d: &[u8]) -> usize {
+    let cs = usize::from(u16::from_le_bytes([d[11], d[12]])) * usize::from(d[13]);
+    let mft = u64::from_le_bytes(d[0x30..0x38].try_into().unwrap()) as usize * cs;
+    let r = &d[mft + 2 * 1024..mft + 3 * 1024];
+    let mut p = u16::from_le_bytes([r[0x14], r[0x15]]) as usize;
+    loop {
+        let ty = u32::from_le_bytes(r[p..p + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(r[p + 4..p + 8].try_into().unwrap()) as usize;
+        if ty == 0x80 {
+            let mp = p + u16::from_le_bytes([r[p + 0x20], r[p + 0x21]]) as usize;
+            let h = r[mp];
+            let (ls, os) = (usize::from(h & 15), usize::from(h >> 4));
+            let mut lcn = 0usize;
+            for i in 0..os {
+                lcn |= usize::from(r[mp + 1 + ls + i]) << (8 * i);
+            }
+            return lcn * cs;
+        }
+        p += len;
+    }
+}
+
+#[test]
+fn refuses_unclean_logfile() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let out = dir.path().join("out.img");
+    for (flags, clean) in [(0u16, false), (2, true)] {
+        let vol = mkvol(dir.path(), "l.img", 16);
+        let mut d = std::fs::read(&vol).unwrap();
+        let at = logfile_offset(&d);
+        assert!(
+            d[at..at + 4096].iter().all(|&b| b == 0xFF),
+            "mkntfs leaves $LogFile empty"
+        );
+        // A restart page whose restart area has a client in use.
+        let pg = &mut d[at..at + 4096];
+        pg[..4].copy_from_slice(b"RSTR");
+        pg[4..8].copy_from_slice(&[0x1E, 0, 9, 0]);
+        pg[0x18..0x1A].copy_from_slice(&[0x30, 0]);
+        pg[0x30..0x40].fill(0);
+        pg[0x30 + 0x0E..0x30 + 0x10].copy_from_slice(&flags.to_le_bytes());
+        std::fs::write(&vol, &d).unwrap();
+        let r = inject(&vol, &out, &[write("/x", b"x")]);
+        if clean {
+            r.unwrap();
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("$LogFile"), "{e}");
+            // ntfs-3g agrees: it will not mount this volume read-write.
+            assert!(!run_output("ntfs-3g.probe", &["--readwrite", s(&vol)])
+                .status
+                .success());
+        }
+    }
+}
+
+#[test]
+fn edits_an_index_built_by_ntfs3g() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let vol = mkvol(dir.path(), "n.img", 24);
+    // ntfs-3g builds (and splits) the root index itself.
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, b"x").unwrap();
+    let mut names: Vec<String> = (0..150)
+        .map(|i| format!("ntfs3g_made_entry_{i:04}.txt"))
+        .collect();
+    for n in &names {
+        run("ntfscp", &["-q", s(&vol), s(&src), &format!("/{n}")]);
+    }
+    let out = dir.path().join("out.img");
+    inject(
+        &vol,
+        &out,
+        &[
+            write("/ntfs3g_made_entry_0007.txt", b"replaced"),
+            write("/added_by_onramp.txt", b"new"),
+            delete("/ntfs3g_made_entry_0100.txt"),
+        ],
+    )
+    .unwrap();
+    oracle_clean(&out);
+    names.retain(|n| n != "ntfs3g_made_entry_0100.txt");
+    names.push("added_by_onramp.txt".into());
+    names.sort_by_key(|n| n.to_uppercase());
+    let listed: Vec<String> = ntfsls(&out, "/")
+        .into_iter()
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    assert_eq!(listed, names);
+    assert_eq!(ntfscat(&out, "/ntfs3g_made_entry_0007.txt"), b"replaced");
+    assert_eq!(ntfscat(&out, "/ntfs3g_made_entry_0149.txt"), b"x");
+    assert_eq!(ntfscat(&out, "/added_by_onramp.txt"), b"new");
+    let ours: Vec<String> = reader_sorted(&out, "/")
+        .into_iter()
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    assert_eq!(ours, names);
 }

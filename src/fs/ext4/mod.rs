@@ -24,6 +24,7 @@
 )]
 
 pub mod write;
+mod xattr;
 
 use super::{DirEntry, FileSystem, FileType, Metadata};
 use crate::block::BlockSource;

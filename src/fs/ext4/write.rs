@@ -13,14 +13,22 @@
 //! The checksum seed is crc32c(~0, s_uuid), or s_checksum_seed with csum_seed.
 //!
 //! What it does: mkdir -p, create or replace regular files (extents in the
-//! inode, or one extent leaf block below the inode: depth 1), fast and slow
-//! symlinks, chmod/chown, delete of files, links and empty directories.
-//! Entries go into linear directories (a new block when full) and into the
-//! leaf of an htree directory (half-MD4 hash, as the default `s_def_hash_version`),
-//! refusing "htree leaf full" rather than splitting. Allocation prefers the
+//! inode, or an extent tree of any needed depth: leaves, then index blocks),
+//! fast and slow symlinks, hard links (not to directories), chmod, chown,
+//! set-times (with the epoch bits of the `_extra` fields when the inode has
+//! them), extended attributes (in the inode body, then one external block;
+//! see [`super::xattr`]), delete of files, links and empty directories (an
+//! xattr block loses a reference or is freed). Entries go into linear
+//! directories (a new block when full) and into the leaves of an htree
+//! directory (legacy, half-MD4 or TEA hash as the root says, signed or
+//! unsigned chars as the superblock says); a full leaf is split by hash and
+//! indexed in its parent; a full dx_node is split into the root (a full root
+//! is refused: no new index level is added).
+//! Allocation prefers the
 //! parent's group; BLOCK_UNINIT / INODE_UNINIT groups are initialised when
 //! used. Filesystems whose journal needs recovery, that recorded errors, or
-//! that use a feature this writer does not maintain are refused, naming why.
+//! that use a feature this writer does not maintain (inline_data among
+//! them) are refused, naming why.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
 //! most 64 KiB, groups, inodes and blocks from a checked superblock), so the
@@ -28,7 +36,7 @@
 //! slice access goes through checked helpers.
 #![allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
-use super::{Ext4, Inode, ROOT_INO};
+use super::{xattr, Ext4, Inode, ROOT_INO};
 use crate::bytes::{le16, le32, sub, us};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::{resolve, FileType};
@@ -725,8 +733,10 @@ impl Ext4Writer {
         let mut data = Vec::new();
         let mut tree = Vec::new();
         if n.flags() & EXTENTS_FL == 0 {
-            let fast = n.ftype() == FileType::Symlink && n.blocks512() == 0;
-            if fast || n.blocks512() == 0 {
+            // A fast symlink keeps its target in i_block (e2fsprogs and the
+            // kernel decide by size); i_blocks may count an xattr block.
+            let fast = n.ftype() == FileType::Symlink && n.size() < 60;
+            if fast || n.blocks512() == self.ea_blocks512(n) {
                 return Ok((data, tree));
             }
             return Err(Error::unsupported(format!(
@@ -794,7 +804,7 @@ impl Ext4Writer {
         for t in tree {
             self.free_blocks(t, 1)?;
         }
-        n.set_blocks512(0);
+        n.set_blocks512(self.ea_blocks512(n));
         n.set_size(0);
         Ok(())
     }
@@ -803,9 +813,6 @@ impl Ext4Writer {
     fn store_data(&self, n: &mut Node, data: &[u8], goal: u64) -> Result<()> {
         let nblocks = (data.len() as u64).div_ceil(self.bs);
         let runs = self.alloc_blocks(nblocks, goal)?;
-        let mut root = vec![0u8; 60];
-        put16(&mut root, 0, 0xF30A);
-        put16(&mut root, 4, 4);
         let mut logical = 0u64;
         let mut extents = Vec::new();
         for &(p, l) in &runs {
@@ -817,48 +824,79 @@ impl Ext4Writer {
             extents.push((logical, p, l));
             logical += l;
         }
-        let mut tree_blocks = 0u64;
-        if extents.len() <= 4 {
-            put16(&mut root, 2, extents.len() as u16);
-            for (i, (lg, p, l)) in extents.iter().enumerate() {
-                put_extent(&mut root, 12 + i * 12, *lg, *p, *l);
-            }
-        } else {
-            let max = (self.bs as usize - 12) / 12;
-            if extents.len() > max {
-                return Err(Error::unsupported(format!(
-                    "ext4 writer: {} needs {} extents, more than one extent leaf block holds ({max}); free space is too fragmented (extent depth > 1 is not written)",
-                    n.ino,
-                    extents.len()
-                )));
-            }
-            let leaf = self.alloc_blocks(1, goal)?;
-            let lb = leaf
-                .first()
-                .map(|r| r.0)
-                .ok_or_else(|| enospc("extent block"))?;
-            let mut b = vec![0u8; us(self.bs)];
-            put16(&mut b, 0, 0xF30A);
-            put16(&mut b, 2, extents.len() as u16);
-            put16(&mut b, 4, max as u16);
-            for (i, (lg, p, l)) in extents.iter().enumerate() {
-                put_extent(&mut b, 12 + i * 12, *lg, *p, *l);
-            }
-            self.extent_tail(n, &mut b);
-            self.write_blk(lb, &b)?;
-            put16(&mut root, 2, 1);
-            put16(&mut root, 6, 1);
-            put32(&mut root, 12, 0);
-            put32(&mut root, 16, lb as u32);
-            put16(&mut root, 20, (lb >> 32) as u16);
-            tree_blocks = 1;
-        }
-        n.set_iblock(&root);
+        let tree_blocks = self.build_tree(n, &extents, goal)?;
         let fl = (n.flags() | EXTENTS_FL) & !HUGE_FILE_FL;
         put32(&mut n.raw, 0x20, fl);
         n.set_size(data.len() as u64);
-        n.set_blocks512((nblocks + tree_blocks) * (self.bs / 512));
+        n.set_blocks512((nblocks + tree_blocks) * (self.bs / 512) + self.ea_blocks512(n));
         Ok(())
+    }
+
+    /// Map `extents` (logical, physical, length; in order) in `n`: in i_block
+    /// when at most 4, else a tree built bottom-up ("Extent Tree"): leaves of
+    /// up to `max` extents, index blocks of up to `max` entries, until at most
+    /// 4 entries remain for the root. Returns the tree blocks allocated.
+    fn build_tree(&self, n: &mut Node, extents: &[DataRun], goal: u64) -> Result<u64> {
+        let mut root = vec![0u8; 60];
+        put16(&mut root, 0, 0xF30A);
+        put16(&mut root, 4, 4);
+        let max = (self.bs as usize - 12) / 12;
+        let mut items: Vec<(u64, [u8; 12])> = extents
+            .iter()
+            .map(|&(lg, p, l)| {
+                let mut e = [0u8; 12];
+                put_extent(&mut e, 0, lg, p, l);
+                (lg, e)
+            })
+            .collect();
+        let mut depth = 0u16;
+        let mut tree_blocks = 0u64;
+        while items.len() > 4 {
+            if depth >= 4 {
+                return Err(Error::unsupported(format!(
+                    "ext4 writer: inode {} would need an extent tree deeper than 5 levels",
+                    n.ino
+                )));
+            }
+            let mut next = Vec::new();
+            for chunk in items.chunks(max) {
+                let lb = self
+                    .alloc_blocks(1, goal)?
+                    .first()
+                    .map(|r| r.0)
+                    .ok_or_else(|| enospc("extent block"))?;
+                let mut b = vec![0u8; us(self.bs)];
+                put16(&mut b, 0, 0xF30A);
+                put16(&mut b, 2, chunk.len() as u16);
+                put16(&mut b, 4, max as u16);
+                put16(&mut b, 6, depth);
+                for (i, (_, e)) in chunk.iter().enumerate() {
+                    if let Some(d) = b.get_mut(12 + i * 12..24 + i * 12) {
+                        d.copy_from_slice(e);
+                    }
+                }
+                self.extent_tail(n, &mut b);
+                self.write_blk(lb, &b)?;
+                tree_blocks += 1;
+                let first = chunk.first().map_or(0, |c| c.0);
+                let mut idx = [0u8; 12];
+                put32(&mut idx, 0, first as u32);
+                put32(&mut idx, 4, lb as u32);
+                put16(&mut idx, 8, (lb >> 32) as u16);
+                next.push((first, idx));
+            }
+            items = next;
+            depth += 1;
+        }
+        put16(&mut root, 2, items.len() as u16);
+        put16(&mut root, 6, depth);
+        for (i, (_, e)) in items.iter().enumerate() {
+            if let Some(d) = root.get_mut(12 + i * 12..24 + i * 12) {
+                d.copy_from_slice(e);
+            }
+        }
+        n.set_iblock(&root);
+        Ok(tree_blocks)
     }
 
     fn extent_tail(&self, n: &Node, b: &mut [u8]) {
@@ -1026,15 +1064,28 @@ impl Ext4Writer {
                 }
             }
         }
-        Err(Error::unsupported(format!(
-            "ext4 writer: the extent tree of inode {} is full (growing it deeper is not supported)",
-            n.ino
-        )))
+        // The last leaf (or the inode) is full: rebuild the tree with the new
+        // block, freeing the old tree blocks.
+        let (mut data, tree) = self.owned_blocks(n)?;
+        match data.last_mut() {
+            Some((lg, ph, l)) if *lg + *l == logical && *ph + *l == p && *l < MAX_EXTENT_LEN => {
+                *l += 1
+            }
+            _ => data.push((logical, p, 1)),
+        }
+        data.sort_unstable();
+        for &t in &tree {
+            self.free_blocks(t, 1)?;
+        }
+        let built = self.build_tree(n, &data, self.group_of_ino(n.ino))?;
+        let b512 = n.blocks512() - tree.len() as u64 * (self.bs / 512) + built * (self.bs / 512);
+        n.set_blocks512(b512);
+        Ok(())
     }
 
     fn add_htree(
         &self,
-        dir: &Node,
+        dir: &mut Node,
         blocks: &[(u64, u64)],
         nm: &[u8],
         ino: u32,
@@ -1050,60 +1101,287 @@ impl Ext4Writer {
         if levels > 1 {
             return Err(Error::unsupported("ext4 htree with more than two levels"));
         }
-        let s_flags = le32(&self.sb, 0x160);
-        let unsigned = s_flags & 0x2 != 0;
-        let version = if hash_version == 1 && unsigned {
-            4
-        } else {
-            hash_version
-        };
-        let hash = match version {
-            1 | 4 => half_md4_hash(nm, self.hash_seed(), version == 4),
-            v => {
-                return Err(Error::unsupported(format!(
-                    "ext4 htree hash version {v} is not supported by the writer (half-MD4 only)"
-                )))
-            }
-        };
+        let hash_of = |name: &[u8]| self.dx_hash(hash_version, name);
+        let hash = hash_of(nm)?;
         let mut node = root.clone();
+        let mut node_p = root_p;
         let mut off = 0x18 + info_len;
         let mut leaf_lg = 0u64;
+        let mut root_slot = 0usize;
+        let mut slot = 0usize;
         for level in 0..=levels {
             let count = usize::from(le16(&node, off + 2));
             let limit = usize::from(le16(&node, off));
-            if count == 0 || count > limit || off + count * 8 > node.len() {
+            if count == 0 || count > limit || off + limit * 8 > node.len() {
                 return Err(Error::corrupt_msg(format!(
                     "ext4 htree of inode {}: bad dx count",
                     dir.ino
                 )));
             }
-            let mut chosen = u64::from(le32(&node, off + 4) & 0x0FFF_FFFF);
+            slot = 0;
             for i in 1..count {
-                let h = le32(&node, off + i * 8);
-                if h > hash {
+                if le32(&node, off + i * 8) > hash {
                     break;
                 }
-                chosen = u64::from(le32(&node, off + i * 8 + 4) & 0x0FFF_FFFF);
+                slot = i;
             }
+            let chosen = u64::from(le32(&node, off + slot * 8 + 4) & 0x0FFF_FFFF);
             if level == levels {
                 leaf_lg = chosen;
             } else {
-                let p = phys(chosen)
+                root_slot = slot;
+                node_p = phys(chosen)
                     .ok_or_else(|| Error::corrupt_msg("ext4 htree: index block not mapped"))?;
-                node = self.read_blk(p)?;
+                node = self.read_blk(node_p)?;
                 off = 8;
             }
         }
         let p = phys(leaf_lg).ok_or_else(|| Error::corrupt_msg("ext4 htree: leaf not mapped"))?;
         let mut b = self.read_blk(p)?;
-        if !self.place(&mut b, nm, ino, ft) {
+        if self.place(&mut b, nm, ino, ft) {
+            self.dir_tail(dir, &mut b);
+            return self.write_blk(p, &b);
+        }
+        if levels == 1 && le16(&node, off + 2) >= le16(&node, off) {
+            // The dx_node is full: split it first, indexing its upper half in the root.
+            let mut root = root;
+            let (np, nb, ns) = self.split_index(
+                dir,
+                (root_p, &mut root, 0x18 + info_len, root_slot),
+                node_p,
+                &mut node,
+                slot,
+            )?;
+            (node_p, node, slot) = (np, nb, ns);
+        }
+        self.split_leaf(
+            dir,
+            (p, &b),
+            (node_p, &mut node, off, slot),
+            (nm, ino, ft, hash),
+            &hash_of,
+        )
+    }
+
+    /// Split the full htree leaf `leaf` (physical block, bytes) in two by
+    /// hash, add the new entry to its half, and index the new block right
+    /// after the leaf's entry in its index node (which must have room).
+    fn split_leaf(
+        &self,
+        dir: &mut Node,
+        leaf: (u64, &[u8]),
+        parent: (u64, &mut [u8], usize, usize),
+        new: (&[u8], u32, u8, u32),
+        hash_of: &dyn Fn(&[u8]) -> Result<u32>,
+    ) -> Result<()> {
+        let (leaf_p, b) = leaf;
+        let (node_p, node, off, slot) = parent;
+        let count = usize::from(le16(node, off + 2));
+        let limit = usize::from(le16(node, off));
+        if count >= limit {
             return Err(Error::unsupported(format!(
-                "ext4 writer: htree leaf full in directory inode {} (splitting htree leaves is not supported)",
+                "ext4 writer: htree index of directory inode {} is full (adding an index level is not supported)",
                 dir.ino
             )));
         }
-        self.dir_tail(dir, &mut b);
-        self.write_blk(p, &b)
+        // Live entries of the leaf, plus the new one, by hash.
+        let mut ents: Vec<(u32, Vec<u8>, u32, u8)> = Vec::new();
+        let end = self.usable();
+        let mut pos = 0usize;
+        while pos + 8 <= end {
+            let rec = usize::from(le16(b, pos + 4));
+            if rec < 8 || pos + rec > end {
+                break;
+            }
+            let e_ino = le32(b, pos);
+            let nl = usize::from(b.get(pos + 6).copied().unwrap_or(0));
+            if e_ino != 0 && pos + 8 + nl <= end {
+                let name = sub(b, pos + 8, nl).to_vec();
+                let ft = b.get(pos + 7).copied().unwrap_or(0);
+                ents.push((hash_of(&name)?, name, e_ino, ft));
+            }
+            pos += rec;
+        }
+        let (nm, ino, ft, hash) = new;
+        ents.push((hash, nm.to_vec(), ino, ft));
+        ents.sort_by_key(|e| e.0);
+        // Split near half the bytes, on a change of hash (equal hashes stay together).
+        let total: usize = ents.iter().map(|e| rec_need(e.1.len())).sum();
+        let mut acc = 0usize;
+        let mut mid = ents.len();
+        for (i, e) in ents.iter().enumerate() {
+            if acc >= total / 2 {
+                mid = i;
+                break;
+            }
+            acc += rec_need(e.1.len());
+        }
+        let boundary = |i: usize| {
+            i > 0 && matches!((ents.get(i), ents.get(i - 1)), (Some(a), Some(b)) if a.0 != b.0)
+        };
+        let mut m = mid;
+        while m < ents.len() && !boundary(m) {
+            m += 1;
+        }
+        if m == ents.len() {
+            m = mid;
+            while m > 0 && !boundary(m) {
+                m -= 1;
+            }
+        }
+        if m == 0 {
+            return Err(Error::unsupported(format!(
+                "ext4 writer: htree leaf of directory inode {} is full of one hash value",
+                dir.ino
+            )));
+        }
+        let (lo, hi) = ents.split_at(m);
+        let split_hash = hi.first().map_or(0, |e| e.0);
+        let fill = |part: &[(u32, Vec<u8>, u32, u8)]| -> Result<Vec<u8>> {
+            let mut nb = vec![0u8; us(self.bs)];
+            put16(&mut nb, 4, self.usable() as u16);
+            for (_, name, i, t) in part {
+                if !self.place(&mut nb, name, *i, *t) {
+                    return Err(Error::unsupported(format!(
+                        "ext4 writer: htree leaf split of directory inode {} does not fit",
+                        dir.ino
+                    )));
+                }
+            }
+            self.dir_tail(dir, &mut nb);
+            Ok(nb)
+        };
+        let lo_b = fill(lo)?;
+        let hi_b = fill(hi)?;
+        // The new block goes at the end of the directory.
+        let logical = dir.size() / self.bs;
+        let run = self.alloc_blocks(1, self.group_of_ino(dir.ino))?;
+        let np = run
+            .first()
+            .map(|r| r.0)
+            .ok_or_else(|| enospc("directory block"))?;
+        self.append_extent(dir, logical, np)?;
+        dir.set_size(dir.size() + self.bs);
+        dir.set_blocks512(dir.blocks512() + self.bs / 512);
+        self.write_blk(leaf_p, &lo_b)?;
+        self.write_blk(np, &hi_b)?;
+        // Insert (split_hash, logical) after the leaf's slot in the index node.
+        dx_insert(node, off, slot + 1, split_hash, logical);
+        self.dx_csum(dir, node, off);
+        self.write_blk(node_p, node)
+    }
+
+    /// Split the full dx_node `node` (at `node_p`; count/limit at 8) in two:
+    /// its upper half moves to a new block indexed in the root right after
+    /// `root.3` (the node's slot there). Returns the node (block, bytes) now
+    /// holding the entry that was at `slot`, and its slot there.
+    fn split_index(
+        &self,
+        dir: &mut Node,
+        root: (u64, &mut [u8], usize, usize),
+        node_p: u64,
+        node: &mut [u8],
+        slot: usize,
+    ) -> Result<(u64, Vec<u8>, usize)> {
+        let (root_p, rb, roff, rslot) = root;
+        if le16(rb, roff + 2) >= le16(rb, roff) {
+            return Err(Error::unsupported(format!(
+                "ext4 writer: htree index of directory inode {} is full (adding a third index level is not supported)",
+                dir.ino
+            )));
+        }
+        let off = 8;
+        let count = usize::from(le16(node, off + 2));
+        let limit = le16(node, off);
+        let h = count / 2;
+        if h == 0 {
+            return Err(Error::corrupt_msg(format!(
+                "ext4 htree of inode {}: dx_node too small to split",
+                dir.ino
+            )));
+        }
+        let split_hash = le32(node, off + h * 8);
+        let logical = dir.size() / self.bs;
+        let np = self
+            .alloc_blocks(1, self.group_of_ino(dir.ino))?
+            .first()
+            .map(|r| r.0)
+            .ok_or_else(|| enospc("directory block"))?;
+        self.append_extent(dir, logical, np)?;
+        dir.set_size(dir.size() + self.bs);
+        dir.set_blocks512(dir.blocks512() + self.bs / 512);
+        // A dx_node: an empty dirent spanning the block, then count/limit.
+        let mut nb = vec![0u8; us(self.bs)];
+        put16(&mut nb, 4, self.bs.min(65535) as u16);
+        put16(&mut nb, off, limit);
+        put16(&mut nb, off + 2, (count - h) as u16);
+        put32(&mut nb, off + 4, le32(node, off + h * 8 + 4));
+        for i in 1..count - h {
+            let e = sub(node, off + (h + i) * 8, 8).to_vec();
+            if let Some(d) = nb.get_mut(off + i * 8..off + i * 8 + 8) {
+                d.copy_from_slice(&e);
+            }
+        }
+        if let Some(d) = node.get_mut(off + h * 8..off + count * 8) {
+            d.fill(0);
+        }
+        put16(node, off + 2, h as u16);
+        dx_insert(rb, roff, rslot + 1, split_hash, logical);
+        self.dx_csum(dir, node, off);
+        self.dx_csum(dir, &mut nb, off);
+        self.dx_csum(dir, rb, roff);
+        self.write_blk(node_p, node)?;
+        self.write_blk(np, &nb)?;
+        self.write_blk(root_p, rb)?;
+        Ok(if slot >= h {
+            (np, nb, slot - h)
+        } else {
+            (node_p, node.to_vec(), slot)
+        })
+    }
+
+    /// dx_tail checksum of an htree index block (root or node) whose
+    /// count/limit sits at `off` ("Hash Tree Directories", dx_tail).
+    fn dx_csum(&self, dir: &Node, b: &mut [u8], off: usize) {
+        if !self.csum {
+            return;
+        }
+        let limit = usize::from(le16(b, off));
+        let count = usize::from(le16(b, off + 2));
+        let t = off + limit * 8;
+        let mut c = crc32c_raw(
+            self.inode_seed(dir.ino, le32(&dir.raw, 0x64)),
+            sub(b, 0, off + count * 8),
+        );
+        c = crc32c_raw(c, sub(b, t, 4));
+        c = crc32c_raw(c, &[0; 4]);
+        put32(b, t + 4, c);
+    }
+
+    /// The htree hash of `name` for the root's hash version ("Hash Tree
+    /// Directories": 0 legacy, 1 half-MD4, 2 TEA; +3 when the superblock says
+    /// chars are unsigned), with the kernel's end-of-directory adjustment.
+    fn dx_hash(&self, version: u8, name: &[u8]) -> Result<u32> {
+        let unsigned = le32(&self.sb, 0x160) & 0x2 != 0;
+        let (base, unsigned) = match version {
+            0..=2 => (version, unsigned),
+            3..=5 => (version - 3, true),
+            v => {
+                return Err(Error::unsupported(format!(
+                    "ext4 htree hash version {v} is not supported by the writer"
+                )))
+            }
+        };
+        let h = match base {
+            0 => legacy_hash(name, unsigned),
+            1 => half_md4_hash(name, self.hash_seed(), unsigned),
+            _ => tea_hash(name, self.hash_seed(), unsigned),
+        } & !1;
+        Ok(if h == 0x7FFF_FFFF << 1 {
+            0x7FFF_FFFE << 1
+        } else {
+            h
+        })
     }
 
     fn hash_seed(&self) -> [u32; 4] {
@@ -1374,11 +1652,6 @@ impl Ext4Writer {
             .lookup(&parent)?
             .ok_or_else(|| Error::invalid(format!("{parent}: missing")))?;
         let mut n = self.node(i.ino)?;
-        if n.file_attr_block() != 0 {
-            return Err(Error::unsupported(format!(
-                "ext4 writer: {real} has an external extended-attribute block; deleting it is not supported"
-            )));
-        }
         let is_dir = n.ftype() == FileType::Dir;
         if is_dir && !self.rd.dir_entries(&i)?.is_empty() {
             return Err(Error::invalid(format!(
@@ -1400,6 +1673,7 @@ impl Ext4Writer {
         };
         if links == 0 {
             self.release_blocks(&mut n)?;
+            self.release_xattr_block(&mut n)?;
             put16(&mut n.raw, 0x1A, 0);
             put32(&mut n.raw, 0x14, self.now.max(1));
             self.put_node(&mut n)?;
@@ -1409,6 +1683,285 @@ impl Ext4Writer {
             self.put_node(&mut n)?;
         }
         log.push(format!("delete {real}"));
+        Ok(())
+    }
+
+    // ---- links, owners, times, xattrs ---------------------------------------
+
+    fn hardlink(&mut self, target: &str, path: &str, log: &mut Vec<String>) -> Result<()> {
+        let treal = self.resolve(target, false)?;
+        let ti = self
+            .rd
+            .lookup(&treal)?
+            .ok_or_else(|| Error::invalid(format!("hard link: {treal}: no such file")))?;
+        if ti.file_type() == FileType::Dir {
+            return Err(Error::invalid(format!(
+                "hard link: {treal} is a directory (directories cannot be hard-linked)"
+            )));
+        }
+        let ft = dirent_type(ti.mode);
+        let real = self.resolve(path, false)?;
+        if let Some(i) = self.rd.lookup(&real)? {
+            if i.ino == ti.ino {
+                log.push(format!("hard link {real} => {treal}: already linked"));
+                return Ok(());
+            }
+            if i.file_type() == FileType::Dir {
+                return Err(Error::invalid(format!(
+                    "hard link: {real} exists and is a directory"
+                )));
+            }
+            self.delete(&real, log)?;
+        }
+        if self.node(ti.ino)?.links() >= 65_000 {
+            return Err(Error::invalid(format!(
+                "hard link: {treal} has the most links ext4 allows (65000)"
+            )));
+        }
+        let (real, pino, name) = self.parent_for_create(&real, log)?;
+        let mut pn = self.node(pino)?;
+        self.add_entry(&mut pn, &name, ti.ino, ft)?;
+        self.put_node(&mut pn)?;
+        let mut n = self.node(ti.ino)?;
+        let l = n.links() + 1;
+        put16(&mut n.raw, 0x1A, l);
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!("hard link {real} => {treal}"));
+        Ok(())
+    }
+
+    fn existing(&self, path: &str, follow: bool, what: &str) -> Result<(String, Node)> {
+        let real = self.resolve(path, follow)?;
+        let i = self
+            .rd
+            .lookup(&real)?
+            .ok_or_else(|| Error::invalid(format!("{what}: {real}: no such file")))?;
+        Ok((real, self.node(i.ino)?))
+    }
+
+    fn chown(&mut self, path: &str, uid: u32, gid: u32, log: &mut Vec<String>) -> Result<()> {
+        let (real, mut n) = self.existing(path, true, "chown")?;
+        put16(&mut n.raw, 2, uid as u16);
+        put16(&mut n.raw, 0x78, (uid >> 16) as u16);
+        put16(&mut n.raw, 0x18, gid as u16);
+        put16(&mut n.raw, 0x7A, (gid >> 16) as u16);
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!("chown {uid}:{gid} {real}"));
+        Ok(())
+    }
+
+    /// Store `secs` in the time field at `lo` and the epoch bits of its
+    /// `_extra` field at `extra` ("Inode Timestamps"; nanoseconds 0).
+    fn put_time(n: &mut Node, lo: usize, extra: usize, secs: i64) -> Result<()> {
+        let wide = n.has_field(extra);
+        let max = if wide {
+            (3i64 << 32) + i64::from(i32::MAX)
+        } else {
+            i64::from(i32::MAX)
+        };
+        if secs < i64::from(i32::MIN) || secs > max {
+            return Err(Error::invalid(format!(
+                "time {secs} is outside what this ext4 inode can store ({} to {max})",
+                i32::MIN
+            )));
+        }
+        let low = secs as i32;
+        put32(&mut n.raw, lo, low as u32);
+        if wide {
+            let epoch = ((secs - i64::from(low)) >> 32) & 3;
+            put32(&mut n.raw, extra, epoch as u32);
+        }
+        Ok(())
+    }
+
+    fn touch_ctime(&self, n: &mut Node) {
+        // `now` fits in 32 unsigned bits; before 2106 the epoch bits are 0 or 1.
+        let _ = Self::put_time(n, 0xC, 0x84, i64::from(self.now));
+    }
+
+    fn set_times(
+        &mut self,
+        path: &str,
+        atime: i64,
+        mtime: i64,
+        log: &mut Vec<String>,
+    ) -> Result<()> {
+        let (real, mut n) = self.existing(path, true, "set times")?;
+        Self::put_time(&mut n, 0x8, 0x8C, atime)?;
+        Self::put_time(&mut n, 0x10, 0x88, mtime)?;
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!(
+            "set times of {real} (atime {atime}, mtime {mtime})"
+        ));
+        Ok(())
+    }
+
+    fn ea_blocks512(&self, n: &Node) -> u64 {
+        if n.file_attr_block() != 0 {
+            self.bs / 512
+        } else {
+            0
+        }
+    }
+
+    /// Read and check the external xattr block of `n`.
+    fn xattr_block(&self, n: &Node) -> Result<Option<(u64, Vec<u8>)>> {
+        let blk = n.file_attr_block();
+        if blk == 0 {
+            return Ok(None);
+        }
+        let b = self.read_blk(blk)?;
+        if le32(&b, 0) != xattr::MAGIC || le32(&b, 8) != 1 {
+            return Err(Error::corrupt(
+                format!("ext4 xattr block {blk} of inode {}", n.ino),
+                "h_magic / h_blocks",
+                blk * self.bs,
+                "0xea020000 and 1 block",
+                format!("{:#x} and {}", le32(&b, 0), le32(&b, 8)),
+            ));
+        }
+        Ok(Some((blk, b)))
+    }
+
+    fn xattr_block_csum(&self, blk: u64, b: &mut [u8]) {
+        if self.csum {
+            // ext4_xattr_block_csum: seed, le64 block number, block with h_checksum 0.
+            put32(b, 0x10, 0);
+            let c = crc32c_raw(self.seed, &blk.to_le_bytes());
+            let c = crc32c_raw(c, b);
+            put32(b, 0x10, c);
+        }
+    }
+
+    /// Drop `n`'s reference to its xattr block (freed when it was the last).
+    fn release_xattr_block(&self, n: &mut Node) -> Result<()> {
+        let Some((blk, mut b)) = self.xattr_block(n)? else {
+            return Ok(());
+        };
+        let refs = le32(&b, 4);
+        if refs > 1 {
+            put32(&mut b, 4, refs - 1);
+            self.xattr_block_csum(blk, &mut b);
+            self.write_blk(blk, &b)?;
+        } else {
+            self.free_blocks(blk, 1)?;
+        }
+        let ea = self.ea_blocks512(n);
+        n.set_blocks512(n.blocks512().saturating_sub(ea));
+        n.set_file_attr_block(0);
+        Ok(())
+    }
+
+    /// Start of the in-inode xattr area (where its magic goes), or None
+    /// when the inode has no room for one.
+    fn ibody_start(&self, n: &mut Node) -> Option<usize> {
+        if n.raw.len() <= 128 {
+            return None;
+        }
+        if n.extra_isize() == 0 && self.extra_isize >= 4 {
+            // An old inode without extra fields: give it the filesystem's.
+            let e = usize::from(self.extra_isize);
+            if let Some(d) = n.raw.get_mut(0x80..128 + e) {
+                d.fill(0);
+            }
+            put16(&mut n.raw, 0x80, self.extra_isize);
+        }
+        let start = 128 + n.extra_isize();
+        (n.extra_isize() >= 4 && start + 8 + 16 <= n.raw.len()).then_some(start)
+    }
+
+    fn set_xattr(
+        &mut self,
+        path: &str,
+        name: &str,
+        value: &[u8],
+        log: &mut Vec<String>,
+    ) -> Result<()> {
+        // Like lsetxattr: the path itself, a symlink is labelled, not followed.
+        let (real, mut n) = self.existing(path, false, "set xattr")?;
+        let new = xattr::Xattr::from_user(name, value)?;
+        let start = self.ibody_start(&mut n);
+        let what = format!("inode {}", n.ino);
+        let mut all = match start {
+            Some(s) if le32(&n.raw, s) == xattr::MAGIC => {
+                xattr::parse(n.raw.get(s..).unwrap_or(&[]), 4, 4, &what)?
+            }
+            _ => Vec::new(),
+        };
+        let old_block = self.xattr_block(&n)?;
+        if let Some((_, b)) = &old_block {
+            all.extend(xattr::parse(b, xattr::BLOCK_HEADER, 0, &what)?);
+        }
+        all.retain(|x| !(x.index == new.index && x.name == new.name));
+        all.push(new);
+        // In the inode body while they fit (magic and end marker take 8), then the block.
+        let cap = start.map_or(0, |s| n.raw.len() - s);
+        let (mut inb, mut blk) = (Vec::new(), Vec::new());
+        let mut used = 8;
+        for x in all {
+            let need = x.entry_len() + x.value_len();
+            if start.is_some() && used + need <= cap {
+                used += need;
+                inb.push(x);
+            } else {
+                blk.push(x);
+            }
+        }
+        // Build the block first: a value too large fails before anything is written.
+        let mut bbuf = Vec::new();
+        if !blk.is_empty() {
+            xattr::sort_for_block(&mut blk);
+            bbuf = vec![0u8; us(self.bs)];
+            put32(&mut bbuf, 0, xattr::MAGIC);
+            put32(&mut bbuf, 4, 1);
+            put32(&mut bbuf, 8, 1);
+            let hashes = xattr::encode(&mut bbuf, xattr::BLOCK_HEADER, 0, &blk, true)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "set xattr {name} on {real}: the attributes do not fit in the inode and one {}-byte block",
+                        self.bs
+                    ))
+                })?;
+            put32(&mut bbuf, 0xC, xattr::block_hash(&hashes));
+        }
+        if let Some(s) = start {
+            let area = n.raw.get_mut(s..).unwrap_or(&mut []);
+            area.fill(0);
+            if !inb.is_empty() {
+                put32(area, 0, xattr::MAGIC);
+                xattr::encode(area, 4, 4, &inb, false)
+                    .ok_or_else(|| Error::invalid("ext4 writer: in-inode xattr layout"))?;
+            }
+        }
+        if bbuf.is_empty() {
+            self.release_xattr_block(&mut n)?;
+        } else {
+            let target = match &old_block {
+                Some((b, old)) if le32(old, 4) == 1 => *b,
+                _ => {
+                    self.release_xattr_block(&mut n)?;
+                    let run = self.alloc_blocks(1, self.group_of_ino(n.ino))?;
+                    let b = run
+                        .first()
+                        .map(|r| r.0)
+                        .ok_or_else(|| enospc("xattr block"))?;
+                    n.set_file_attr_block(b);
+                    n.set_blocks512(n.blocks512() + self.bs / 512);
+                    b
+                }
+            };
+            self.xattr_block_csum(target, &mut bbuf);
+            self.write_blk(target, &bbuf)?;
+        }
+        self.touch_ctime(&mut n);
+        self.put_node(&mut n)?;
+        log.push(format!(
+            "set xattr {name} on {real} ({} bytes)",
+            value.len()
+        ));
         Ok(())
     }
 
@@ -1429,10 +1982,10 @@ impl Ext4Writer {
             FsAction::Symlink { target, path } => self.symlink(target, path, log),
             FsAction::Chmod { path, mode } => self.chmod(path, *mode, log),
             FsAction::Delete { path } => self.delete(path, log),
-            other => Err(Error::unsupported(format!(
-                "the ext4 writer cannot yet {}",
-                other.describe()
-            ))),
+            FsAction::Hardlink { target, path } => self.hardlink(target, path, log),
+            FsAction::Chown { path, uid, gid } => self.chown(path, *uid, *gid, log),
+            FsAction::SetTimes { path, atime, mtime } => self.set_times(path, *atime, *mtime, log),
+            FsAction::SetXattr { path, name, value } => self.set_xattr(path, name, value, log),
         }
     }
 
@@ -1446,6 +1999,50 @@ impl Node {
     fn file_attr_block(&self) -> u64 {
         u64::from(le32(&self.raw, 0x68)) | (u64::from(le16(&self.raw, 0x76)) << 32)
     }
+    fn set_file_attr_block(&mut self, b: u64) {
+        put32(&mut self.raw, 0x68, b as u32);
+        put16(&mut self.raw, 0x76, (b >> 32) as u16);
+    }
+    /// i_extra_isize (0 for 128-byte inodes).
+    fn extra_isize(&self) -> usize {
+        if self.raw.len() > 128 {
+            usize::from(le16(&self.raw, 0x80))
+        } else {
+            0
+        }
+    }
+    /// True when the inode's extra fields reach the 4 bytes at `off`.
+    fn has_field(&self, off: usize) -> bool {
+        self.raw.len() > 128 && 128 + self.extra_isize() >= off + 4
+    }
+}
+
+/// ext4_dir_entry_2.file_type for an inode mode.
+fn dirent_type(mode: u16) -> u8 {
+    match mode & 0xF000 {
+        0x1000 => 5,
+        0x2000 => 3,
+        0x4000 => FT_DIR,
+        0x6000 => 4,
+        0x8000 => FT_FILE,
+        0xA000 => FT_SYMLINK,
+        0xC000 => 6,
+        _ => 0,
+    }
+}
+
+/// Insert the dx_entry (hash, block) at position `pos` of the index whose
+/// count/limit sits at `off` (the caller checked count < limit).
+fn dx_insert(node: &mut [u8], off: usize, pos: usize, hash: u32, block: u64) {
+    let count = usize::from(le16(node, off + 2));
+    let at = off + pos * 8;
+    let end = off + count * 8;
+    if let Some(win) = node.get_mut(at..end + 8) {
+        win.copy_within(0..end - at, 8);
+    }
+    put32(node, at, hash);
+    put32(node, at + 4, block as u32);
+    put16(node, off + 2, (count + 1) as u16);
 }
 
 /// (logical, physical, length) of an extent.
@@ -1476,12 +2073,13 @@ pub fn half_md4_hash(name: &[u8], seed: [u32; 4], unsigned: bool) -> u32 {
     buf[1] & !1
 }
 
-fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32; 8], unsigned: bool) {
+fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32], unsigned: bool) {
+    let words = out.len();
     let len32 = len as u32;
     let pad = len32 | (len32 << 8);
     let pad = pad | (pad << 16);
     let mut val = pad;
-    let n = msg.len().min(32);
+    let n = msg.len().min(words * 4);
     let mut idx = 0usize;
     for (i, &c) in msg.iter().take(n).enumerate() {
         let cv = if unsigned {
@@ -1501,18 +2099,69 @@ fn str2hashbuf(msg: &[u8], len: usize, out: &mut [u32; 8], unsigned: bool) {
             val = pad;
         }
     }
-    if idx < 8 {
+    if idx < words {
         if let Some(o) = out.get_mut(idx) {
             *o = val;
         }
         idx += 1;
     }
-    while idx < 8 {
+    while idx < words {
         if let Some(o) = out.get_mut(idx) {
             *o = pad;
         }
         idx += 1;
     }
+}
+
+/// The htree "TEA" name hash (fs/ext4/hash.c, DX_HASH_TEA): 16 bytes at a
+/// time into 4 words, 16 rounds of the TEA transform each.
+#[allow(clippy::indexing_slicing)] // fixed-size arrays indexed by constants
+pub fn tea_hash(name: &[u8], seed: [u32; 4], unsigned: bool) -> u32 {
+    let mut buf = seed;
+    let mut rest = name;
+    loop {
+        let (chunk, next) = rest.split_at(rest.len().min(16));
+        let mut input = [0u32; 4];
+        str2hashbuf(chunk, rest.len(), &mut input, unsigned);
+        let (mut b0, mut b1) = (buf[0], buf[1]);
+        let [a, b, c, d] = input;
+        let mut sum = 0u32;
+        for _ in 0..16 {
+            sum = sum.wrapping_add(0x9E37_79B9);
+            b0 = b0.wrapping_add(
+                (b1 << 4).wrapping_add(a) ^ b1.wrapping_add(sum) ^ (b1 >> 5).wrapping_add(b),
+            );
+            b1 = b1.wrapping_add(
+                (b0 << 4).wrapping_add(c) ^ b0.wrapping_add(sum) ^ (b0 >> 5).wrapping_add(d),
+            );
+        }
+        buf[0] = buf[0].wrapping_add(b0);
+        buf[1] = buf[1].wrapping_add(b1);
+        if rest.len() <= 16 {
+            break;
+        }
+        rest = next;
+    }
+    buf[0]
+}
+
+/// The htree "legacy" name hash (fs/ext4/hash.c, dx_hack_hash).
+pub fn legacy_hash(name: &[u8], unsigned: bool) -> u32 {
+    let (mut h0, mut h1) = (0x12a3_fe2du32, 0x37ab_e8f9u32);
+    for &c in name {
+        let cv = if unsigned {
+            u32::from(c)
+        } else {
+            i32::from(c as i8) as u32
+        };
+        let mut h = h1.wrapping_add(h0 ^ cv.wrapping_mul(7_152_373));
+        if h & 0x8000_0000 != 0 {
+            h = h.wrapping_sub(0x7fff_ffff);
+        }
+        h1 = h0;
+        h0 = h;
+    }
+    h0 << 1
 }
 
 #[allow(clippy::indexing_slicing)] // fixed-size arrays indexed by constants

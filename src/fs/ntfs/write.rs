@@ -17,11 +17,14 @@
 //! - creates files and directories (`mkdir -p`): an MFT record from the
 //!   `$MFT` `$BITMAP` (record 24 upwards; the `$MFT` grows by 64 records when
 //!   none is free), `$STANDARD_INFORMATION` (v3, security id inherited from
-//!   the parent, or a copy of the parent's `$SECURITY_DESCRIPTOR`),
+//!   the parent, else a copy of the parent's small resident
+//!   `$SECURITY_DESCRIPTOR`, else the Administrators/Everyone descriptor
+//!   ntfs-3g gives new files),
 //!   `$FILE_NAME` in the Win32&DOS namespace when the name is already a valid
 //!   upper-case 8.3 name, Win32 otherwise (no generated short name: Windows
 //!   does the same with 8dot3 creation disabled), POSIX for names Win32
 //!   forbids; an empty `$INDEX_ROOT` for directories;
+//! - sets access and modification times (`SetTimes`);
 //! - deletes files and empty directories (clusters, record and its bitmap bit
 //!   freed, sequence number bumped, index entries removed);
 //! - keeps `$MFTMirr` equal to the first records of `$MFT` and leaves
@@ -113,6 +116,9 @@ const MAX_ATTRS: usize = 512;
 const MAX_INDEX_DEPTH: usize = 32;
 /// Data runs of one attribute.
 const MAX_RUNS: usize = 1 << 20;
+
+/// Largest parent `$SECURITY_DESCRIPTOR` copied into a new record.
+const MAX_COPIED_SD: usize = 256;
 
 /// Seconds from 1601-01-01 to 1970-01-01.
 const FILETIME_UNIX_OFFSET: u64 = 11_644_473_600;
@@ -679,6 +685,37 @@ fn parse_node(b: &[u8], h: usize, what: &str) -> Result<Node> {
 
 fn filetime(unix: u64) -> u64 {
     (unix + FILETIME_UNIX_OFFSET) * 10_000_000
+}
+
+/// The security descriptor ntfs-3g gives files when the volume has no
+/// inheritable security id: self-relative ([MS-DTYP] 2.4.6), owner and group
+/// BUILTIN\\Administrators (S-1-5-32-544), a DACL with one ACE allowing
+/// Everyone (S-1-1-0) full control (0x1F01FF), inherited by objects and
+/// containers (flags OI|CI).
+fn default_sd() -> Vec<u8> {
+    let admins: [u8; 16] = [1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 0x02, 0, 0];
+    let mut v = vec![0u8; 80];
+    put(&mut v, 0, &[1, 0]);
+    w16(&mut v, 2, 0x8004); // SE_SELF_RELATIVE | SE_DACL_PRESENT
+    w32(&mut v, 4, 0x30); // owner
+    w32(&mut v, 8, 0x40); // group
+    w32(&mut v, 16, 0x14); // DACL
+    put(&mut v, 0x14, &[2, 0]);
+    w16(&mut v, 0x16, 28);
+    w16(&mut v, 0x18, 1);
+    put(&mut v, 0x1C, &[0, 0x3]); // ACCESS_ALLOWED, OI|CI
+    w16(&mut v, 0x1E, 20);
+    w32(&mut v, 0x20, 0x001F_01FF);
+    put(&mut v, 0x24, &[1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+    put(&mut v, 0x30, &admins);
+    put(&mut v, 0x40, &admins);
+    v
+}
+
+/// FILETIME of a Unix time that may precede 1970 (clamped at 1601).
+fn filetime_signed(unix: i64) -> u64 {
+    let secs = unix.saturating_add(FILETIME_UNIX_OFFSET as i64).max(0) as u64;
+    secs.saturating_mul(10_000_000)
 }
 
 /// Namespace for a new name: Win32&DOS when it is already a valid upper-case
@@ -1823,9 +1860,12 @@ impl NtfsWriter {
             .unwrap_or_default();
         let sec_id = if psi.len() >= 72 { le32(&psi, 0x34) } else { 0 };
         let sd = if sec_id == 0 {
-            pr.get(AT_SECURITY_DESCRIPTOR, &[])
-                .filter(|a| !attr_nonres(a))
-                .map(|a| attr_value(a).to_vec())
+            Some(
+                pr.get(AT_SECURITY_DESCRIPTOR, &[])
+                    .filter(|a| !attr_nonres(a) && attr_value(a).len() <= MAX_COPIED_SD)
+                    .map(|a| attr_value(a).to_vec())
+                    .unwrap_or_else(default_sd),
+            )
         } else {
             None
         };
@@ -1975,40 +2015,76 @@ impl NtfsWriter {
             _ => Vec::new(),
         };
         let (alloc, size) = self.set_data(&mut r, data, old_runs)?;
-        // Times in $STANDARD_INFORMATION; sizes in every $FILE_NAME.
+        let now = self.now;
+        self.stamp(rec, r, Some((alloc, size)), now, now)
+    }
+
+    /// Write record `rec` with new times (and sizes) in `$STANDARD_INFORMATION`,
+    /// every `$FILE_NAME`, and the parents' index entries for it.
+    fn stamp(
+        &mut self,
+        rec: u64,
+        mut r: Record,
+        sizes: Option<(u64, u64)>,
+        mtime: u64,
+        atime: u64,
+    ) -> Result<()> {
+        let now = self.now;
+        let set = |v: &mut Vec<u8>, base: usize| {
+            w64(v, base + 8, mtime);
+            w64(v, base + 16, now);
+            w64(v, base + 24, atime);
+        };
         if let Some(i) = r.find(AT_STANDARD_INFORMATION, &[]) {
             let mut v = attr_value(r.attrs.get(i).map(Vec::as_slice).unwrap_or_default()).to_vec();
-            w64(&mut v, 8, self.now);
-            w64(&mut v, 16, self.now);
+            set(&mut v, 0);
             r.replace(i, resident_attr(AT_STANDARD_INFORMATION, &[], &v, false));
         }
+        let fix_key = |v: &mut Vec<u8>| {
+            if let Some((alloc, size)) = sizes {
+                w64(v, 0x28, alloc);
+                w64(v, 0x30, size);
+            }
+            set(v, 8);
+        };
         let mut parents = BTreeSet::new();
         let fns: Vec<usize> = (0..r.attrs.len())
             .filter(|&i| r.attrs.get(i).is_some_and(|a| attr_type(a) == AT_FILE_NAME))
             .collect();
         for i in fns {
-            {
-                let mut v =
-                    attr_value(r.attrs.get(i).map(Vec::as_slice).unwrap_or_default()).to_vec();
-                w64(&mut v, 0x28, alloc);
-                w64(&mut v, 0x30, size);
-                w64(&mut v, 0x10, self.now);
-                w64(&mut v, 0x18, self.now);
-                parents.insert(le64(&v, 0) & 0x0000_FFFF_FFFF_FFFF);
-                r.replace(i, resident_attr(AT_FILE_NAME, &[], &v, true));
-            }
+            let mut v = attr_value(r.attrs.get(i).map(Vec::as_slice).unwrap_or_default()).to_vec();
+            fix_key(&mut v);
+            parents.insert(le64(&v, 0) & 0x0000_FFFF_FFFF_FFFF);
+            r.replace(i, resident_attr(AT_FILE_NAME, &[], &v, true));
         }
         self.write_record(rec, &r)?;
         for p in parents {
             let mut entries = self.dir_entries(p)?;
             for e in entries.iter_mut().filter(|e| e.record() == rec) {
-                w64(&mut e.key, 0x28, alloc);
-                w64(&mut e.key, 0x30, size);
-                w64(&mut e.key, 0x10, self.now);
-                w64(&mut e.key, 0x18, self.now);
+                fix_key(&mut e.key);
             }
             self.write_index(p, entries)?;
         }
+        Ok(())
+    }
+
+    fn set_times(
+        &mut self,
+        path: &str,
+        atime: i64,
+        mtime: i64,
+        log: &mut Vec<String>,
+    ) -> Result<()> {
+        let (rec, _) = self
+            .lookup(path)?
+            .ok_or_else(|| Error::invalid(format!("NTFS: no such file: {path}")))?;
+        if rec < 16 {
+            return Err(Error::invalid(format!("NTFS: {path} is a system file")));
+        }
+        let r = self.record(rec)?;
+        self.check_editable(&r, path)?;
+        self.stamp(rec, r, None, filetime_signed(mtime), filetime_signed(atime))?;
+        log.push(format!("set times of {path}"));
         Ok(())
     }
 
@@ -2064,6 +2140,7 @@ impl NtfsWriter {
             FsAction::Mkdir { path, .. } => self.mkdir_p(path, log).map(|_| ()),
             FsAction::WriteFile { path, data, .. } => self.write_file(path, data, log),
             FsAction::Delete { path } => self.delete(path, log),
+            FsAction::SetTimes { path, atime, mtime } => self.set_times(path, *atime, *mtime, log),
             other => Err(Error::unsupported(format!(
                 "the NTFS writer cannot {} (NTFS has no POSIX modes, owners, symlinks or xattrs here)",
                 other.describe()
