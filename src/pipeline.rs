@@ -221,9 +221,13 @@ fn customize_root(
     }
     insp.volumes
         .iter()
-        .find(|v| v.mount_point.as_deref() == Some("/"))
+        .find(|v| matches!(v.mount_point.as_deref(), Some("/") | Some("C:")))
         .map(|v| v.volume.clone())
-        .ok_or_else(|| Error::unsupported("customize: no Linux root filesystem found (use --root)"))
+        .ok_or_else(|| {
+            Error::unsupported(
+                "customize: no Linux root filesystem or Windows system volume found (use --root)",
+            )
+        })
 }
 
 /// A planned guest edit: the actions, the root volume they apply to, and warnings.
@@ -236,6 +240,9 @@ pub struct CustomizePlan {
     pub fs_kind: &'static str,
     /// Warnings from planning (bundles).
     pub warnings: Vec<String>,
+    /// Registry edits (Windows guests), one line each; the edited hives are
+    /// among the actions.
+    pub registry: Vec<String>,
 }
 
 /// Plan an agent bundle and the operations against the guest in `ov`.
@@ -260,6 +267,20 @@ pub fn customize_overlay(
         )));
     }
     let fs = fs.as_ref();
+    if crate::guest::windows::find_system_root(fs)?.is_some() {
+        let bundle = match agent {
+            Some(a) => Some(crate::inject::bundle::load(a).map_err(|e| e.at(a))?),
+            None => None,
+        };
+        let wp = crate::inject::windows::plan(ops, bundle.as_ref(), fs)?;
+        return Ok(CustomizePlan {
+            actions: wp.actions,
+            root: vol,
+            fs_kind,
+            warnings: wp.warnings,
+            registry: wp.registry,
+        });
+    }
     let mut actions = Vec::new();
     let mut warnings = Vec::new();
     if let Some(a) = agent {
@@ -283,6 +304,7 @@ pub fn customize_overlay(
         root: vol,
         fs_kind,
         warnings,
+        registry: Vec::new(),
     })
 }
 
@@ -316,6 +338,7 @@ pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
         .actions
         .iter()
         .map(crate::inject::FsAction::describe)
+        .chain(cp.registry.iter().cloned())
         .collect();
     if req.dry_run {
         return Ok(CustomizeReport {

@@ -4,11 +4,12 @@
 
 mod common;
 
+use common::winimg::{hivex_values, hivexsh_ls};
 use common::*;
 use onramp::fs::regf::editor::HiveEditor;
 use onramp::fs::regf::windows::{add_service, azure_settings, ServiceSpec};
 use onramp::fs::regf::writer::{build, KeySpec};
-use onramp::fs::regf::{checksum, fold, types, Hive, Key, Value, ValueData};
+use onramp::fs::regf::{checksum, fold, Hive, Key, Value, ValueData};
 use std::path::Path;
 use std::process::Command;
 
@@ -110,102 +111,6 @@ fn random_ops(ed: &mut HiveEditor, model: &mut KeySpec, r: &mut Rng, n: usize) {
 }
 
 // ------------------------------------------------------------ hivex oracle
-
-fn parse_reg_line(line: &str) -> Option<(String, u32, Vec<u8>)> {
-    let (name, rest) = if let Some(r) = line.strip_prefix("@=") {
-        (String::new(), r)
-    } else {
-        let l = line.strip_prefix('"')?;
-        let mut name = String::new();
-        let mut it = l.char_indices();
-        let mut end = None;
-        while let Some((i, ch)) = it.next() {
-            match ch {
-                '\\' => {
-                    if let Some((_, n)) = it.next() {
-                        name.push(n);
-                    }
-                }
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                c => name.push(c),
-            }
-        }
-        (
-            if name == "@" { String::new() } else { name },
-            l.get(end? + 2..)?,
-        )
-    };
-    let unq = |s: &str| -> String {
-        let s = s
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .unwrap_or(s);
-        s.replace("\\\"", "\"").replace("\\\\", "\\")
-    };
-    let utf16z = |s: &str| -> Vec<u8> {
-        let mut v: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
-        v.extend([0, 0]);
-        v
-    };
-    if let Some(h) = rest.strip_prefix("dword:") {
-        let v = u32::from_str_radix(h, 16).ok()?;
-        return Some((name, types::REG_DWORD, v.to_le_bytes().to_vec()));
-    }
-    if let Some(r) = rest.strip_prefix("str(") {
-        let (t, s) = r.split_once("):")?;
-        return Some((name, t.parse().ok()?, utf16z(&unq(s))));
-    }
-    if rest.starts_with('"') {
-        return Some((name, types::REG_SZ, utf16z(&unq(rest))));
-    }
-    let (t, hex) = if let Some(r) = rest.strip_prefix("hex(") {
-        let (t, h) = r.split_once("):")?;
-        (t.parse().ok()?, h)
-    } else {
-        (types::REG_BINARY, rest.strip_prefix("hex:")?)
-    };
-    let bytes = hex
-        .split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .ok()?;
-    Some((name, t, bytes))
-}
-
-fn hivex_values(hive: &Path, path: &str) -> Vec<(String, u32, Vec<u8>)> {
-    let out = run(
-        "hivexget",
-        &[s(hive), if path.is_empty() { "\\" } else { path }],
-    );
-    out.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| parse_reg_line(l).unwrap_or_else(|| panic!("unparsed hivexget line {l:?}")))
-        .collect()
-}
-
-fn hivexsh_ls(hive: &Path, path: &str) -> Vec<String> {
-    let mut c = Command::new("hivexsh");
-    c.arg(s(hive))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("spawn hivexsh");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "cd \\{path}\nls").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
-}
 
 fn check_tree(hive: &Path, ours: &Hive<'_>, path: &str, spec: &KeySpec, hivex: bool) {
     let key: Key<'_, '_> = if path.is_empty() {
@@ -358,6 +263,32 @@ fn lists_grow_past_hundreds_of_subkeys() {
     }
     let h = Hive::parse(&bytes).unwrap();
     check_tree(&p, &h, "", &model, false);
+    check_sk_refcounts_and_base_block(&bytes);
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Every security cell's reference count equals the number of keys using it;
+/// the base block is clean (primary == secondary sequence) with a valid checksum.
+fn check_sk_refcounts_and_base_block(bytes: &[u8]) {
+    assert_eq!(u32_at(bytes, 4), u32_at(bytes, 8), "sequence numbers");
+    assert_eq!(u32_at(bytes, 508), checksum(&bytes[..4096]), "checksum");
+    let h = Hive::parse(bytes).unwrap();
+    let mut uses: std::collections::BTreeMap<u32, u32> = Default::default();
+    let mut stack = vec![h.root().unwrap()];
+    while let Some(k) = stack.pop() {
+        // nk cell data at 4096 + offset + 4; its security offset at +44.
+        let sk = u32_at(bytes, 4096 + k.offset() as usize + 4 + 44);
+        *uses.entry(sk).or_default() += 1;
+        stack.extend(k.subkeys().unwrap());
+    }
+    for (sk, n) in uses {
+        let cell = 4096 + sk as usize + 4;
+        assert_eq!(&bytes[cell..cell + 2], b"sk");
+        assert_eq!(u32_at(bytes, cell + 12), n, "refcount of sk {sk:#x}");
+    }
 }
 
 fn system_spec(select: (u32, u32, u32)) -> KeySpec {

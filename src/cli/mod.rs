@@ -212,6 +212,9 @@ pub struct CustomizeArgs {
     /// Comment out swap in /etc/fstab.
     #[arg(long)]
     pub no_swap: bool,
+    /// Windows guests: set the Azure settings safe offline (RDP on 3389, SAN policy OnlineAll, RealTimeIsUniversal).
+    #[arg(long)]
+    pub azure_settings: bool,
     /// Root filesystem: /dev/sdaN or a volume index (default: found by inspection).
     #[arg(long)]
     pub root: Option<String>,
@@ -318,6 +321,9 @@ fn customize_ops(a: &CustomizeArgs) -> Result<Vec<crate::inject::Op>> {
     }
     if a.no_swap {
         ops.push(Op::NoSwap(true));
+    }
+    if a.azure_settings {
+        ops.push(Op::AzureWindowsSettings(true));
     }
     for d in &a.delete {
         ops.push(Op::Delete(d.clone()));

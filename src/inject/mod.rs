@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod edit;
+pub mod windows;
 
 use crate::error::{Error, Result};
 use crate::fs::{read_guest_file, resolve, FileSystem, FileType};
@@ -99,6 +100,9 @@ pub enum Op {
     Hostname(String),
     /// Comment out swap entries in /etc/fstab.
     NoSwap(bool),
+    /// Windows: the Azure settings safe to set offline (RDP enabled on port
+    /// 3389, SAN policy OnlineAll, RealTimeIsUniversal = 1).
+    AzureWindowsSettings(bool),
 }
 
 /// A concrete change to the guest filesystem.
@@ -479,6 +483,13 @@ pub fn plan(ops: &[Op], fs: &dyn FileSystem) -> Result<Vec<FsAction>> {
             Op::NoSwap(on) => {
                 if *on {
                     p.edit("/etc/fstab", edit::fstab_no_swap)?;
+                }
+            }
+            Op::AzureWindowsSettings(on) => {
+                if *on {
+                    return Err(Error::unsupported(
+                        "--azure-settings (azure-windows-settings) applies to Windows guests; this is a Linux guest",
+                    ));
                 }
             }
         }

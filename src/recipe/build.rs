@@ -154,6 +154,7 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
             p.actions
                 .iter()
                 .map(crate::inject::FsAction::describe)
+                .chain(p.registry.iter().cloned())
                 .collect()
         })
         .unwrap_or_default();

@@ -832,7 +832,7 @@ pub const GUEST_RULES: &[Rule] = &[
         severity: Severity::Warning,
         title: "The Azure VM Agent services are present",
         why: "Without WindowsAzureGuestAgent and RdAgent there are no extensions, password reset or health reporting.",
-        fix: "Install the Azure VM Agent MSI in the guest, or inject it with `onramp customize IMAGE --agent fixtures/agents/azure-ready`.",
+        fix: "Install the Azure VM Agent MSI in the guest, or inject it offline with `onramp customize IMAGE OUT --to azure-vhd --agent DIR` (a bundle like fixtures/agents/azure-vm-agent-windows holding the real agent files).",
         doc: "https://learn.microsoft.com/azure/virtual-machines/extensions/agent-windows",
         profiles: &["azure-windows"],
         check: vm_agent,

@@ -8,6 +8,7 @@
 pub mod lvm;
 pub mod rpm;
 pub mod windows;
+pub mod winimg;
 pub mod xfs;
 
 use sha2::{Digest, Sha256};

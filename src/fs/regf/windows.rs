@@ -130,7 +130,8 @@ pub fn add_service(system: &mut HiveEditor, svc: &ServiceSpec) -> Result<Vec<Str
 }
 
 /// Azure settings safe to set offline, in every selected control set: RDP
-/// enabled (`Control\Terminal Server\fDenyTSConnections` = 0), SAN policy
+/// enabled (`Control\Terminal Server\fDenyTSConnections` = 0) on port 3389
+/// (`...\WinStations\RDP-Tcp\PortNumber`), SAN policy
 /// OnlineAll (`Services\partmgr\Parameters\SanPolicy` = 1), hardware clock in
 /// UTC (`Control\TimeZoneInformation\RealTimeIsUniversal` = 1). Returns the
 /// control sets written.
@@ -141,6 +142,11 @@ pub fn azure_settings(system: &mut HiveEditor) -> Result<Vec<String>> {
             &format!("{cs}\\Control\\Terminal Server"),
             "fDenyTSConnections",
             &ValueData::Dword(0),
+        )?;
+        system.set_value(
+            &format!("{cs}\\Control\\Terminal Server\\WinStations\\RDP-Tcp"),
+            "PortNumber",
+            &ValueData::Dword(3389),
         )?;
         system.set_value(
             &format!("{cs}\\Services\\partmgr\\Parameters"),

@@ -12,7 +12,14 @@
 //!   - {script: /etc/init.d/onramp-azure-ready, runlevels: "2345"}
 //! config:
 //!   - {dest: /etc/onramp/agent.conf, template: "region={{region}}\n", mode: "0600"}
-//! windows: {...}   # parsed, used by Windows injection (issue 11)
+//! windows:            # used on Windows guests (src/inject/windows.rs)
+//!   files:
+//!     - {src: Packages/WaAppAgent.exe, dest: 'C:\WindowsAzure\Packages\WaAppAgent.exe'}
+//!   services:
+//!     - {name: RdAgent, image_path: 'C:\WindowsAzure\Packages\WaAppAgent.exe',
+//!        display_name: RdAgent, start: auto, account: LocalSystem, type: own, dependencies: [RpcSs]}
+//!   registry:
+//!     - {key: 'HKLM\SYSTEM\CurrentControlSet\Services\RdAgent', name: Description, type: sz, value: "..."}
 //! ```
 
 use crate::error::{Error, Result};
@@ -42,7 +49,7 @@ pub struct Manifest {
     /// Configuration files rendered from inline templates.
     #[serde(default)]
     pub config: Vec<ConfigSpec>,
-    /// Windows part (issue 11); parsed, not applied to Linux guests.
+    /// Windows part (issue 11): used on Windows guests, ignored on Linux ones.
     #[serde(default)]
     pub windows: Option<WindowsSpec>,
 }
@@ -134,21 +141,35 @@ pub struct WindowsService {
     /// DependOnService.
     #[serde(default)]
     pub dependencies: Vec<String>,
+    /// Service type: `own` (own process, 0x10; the default), `share` (0x20),
+    /// or a number.
+    #[serde(default, rename = "type")]
+    pub service_type: Option<String>,
 }
 
 /// A registry value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowsRegistryValue {
-    /// Key path, e.g. `HKLM\SYSTEM\CurrentControlSet\Control\TimeZoneInformation`.
+    /// Hive: `SYSTEM` or `SOFTWARE`; when absent it is taken from the key's
+    /// prefix (`HKLM\SYSTEM\...`, `SOFTWARE\...`).
+    #[serde(default)]
+    pub hive: Option<String>,
+    /// Key path, e.g. `HKLM\SYSTEM\CurrentControlSet\Control\TimeZoneInformation`
+    /// (`CurrentControlSet` means every control set `Select` points at).
     pub key: String,
-    /// Value name.
+    /// Value name ("" for the default value).
     pub name: String,
     /// Type: sz, expand_sz, multi_sz, dword, qword, binary.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Value, as text.
+    /// Value, as text: a number (decimal or 0x hex) for dword/qword, hex bytes
+    /// for binary ("01 02 ff"), strings separated by `\n` for multi_sz.
+    #[serde(default)]
     pub value: String,
+    /// multi_sz strings as a list (instead of `value`).
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 /// Parse manifest text; `file` is used in errors only.

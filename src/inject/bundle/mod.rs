@@ -130,16 +130,24 @@ pub fn load(path: &Path) -> Result<Bundle> {
         .map(|d| String::from_utf8_lossy(d).into_owned())
         .unwrap_or_default();
     let manifest = manifest::parse(&path.join("agent.yaml"), &text)?;
-    for f in &manifest.files {
-        let src = tar::normalise(&f.src, "bundle")?;
+    for f in manifest_sources(&manifest) {
+        let src = tar::normalise(f, "bundle")?;
         if !files.contains_key(&src) {
             return Err(Error::invalid(format!(
-                "{what}: file {:?} named in agent.yaml is not a regular file of the archive",
-                f.src
+                "{what}: file {f:?} named in agent.yaml is not a regular file of the archive"
             )));
         }
     }
     Ok(Bundle::Agent { manifest, files })
+}
+
+/// Bundle files named by the manifest: `files:` and `windows: files:`.
+fn manifest_sources(m: &Manifest) -> impl Iterator<Item = &str> {
+    m.files.iter().map(|f| f.src.as_str()).chain(
+        m.windows
+            .iter()
+            .flat_map(|w| w.files.iter().map(|f| f.src.as_str())),
+    )
 }
 
 fn load_dir(dir: &Path) -> Result<Bundle> {
@@ -151,8 +159,8 @@ fn load_dir(dir: &Path) -> Result<Bundle> {
     let manifest = manifest::parse(&mpath, &text)?;
     let mut files = BTreeMap::new();
     let mut total: u64 = 0;
-    for f in &manifest.files {
-        let src = tar::normalise(&f.src, "bundle")?;
+    for f in manifest_sources(&manifest) {
+        let src = tar::normalise(f, "bundle")?;
         let p = dir.join(&src);
         let meta = std::fs::symlink_metadata(&p).ctx(|| format!("stat {}", p.display()))?;
         if !meta.is_file() {
