@@ -58,6 +58,9 @@ pub fn check(src: &dyn BlockSource, reference_raw: &Path) -> Result<(), String> 
         let mut off = e.offset;
         while off < e.end() {
             let n = usize::try_from((e.end() - off).min(1 << 20)).unwrap_or(1 << 20);
+            // Poisoned, so that a reader leaving bytes unwritten is caught
+            // (the engine reuses buffers without clearing them).
+            a[..n].fill(0xa5);
             src.read_at(off, &mut a[..n])
                 .map_err(|err| format!("read_at({off},{n}): {err}"))?;
             reference
@@ -99,7 +102,7 @@ pub fn check(src: &dyn BlockSource, reference_raw: &Path) -> Result<(), String> 
                 let reference = &reference;
                 s.spawn(move || -> Result<(), String> {
                     let n = usize::try_from((size - off).min(200_003)).unwrap_or(0);
-                    let mut x = vec![0u8; n];
+                    let mut x = vec![0xa5u8; n];
                     let mut y = vec![0u8; n];
                     src.read_at(off, &mut x)
                         .map_err(|e| format!("read_at({off},{n}): {e}"))?;

@@ -8,13 +8,14 @@
 //! computed by the spec's algorithm for readers that want it.
 //!
 //! Determinism: the timestamp comes from SOURCE_DATE_EPOCH (else 2000-01-01);
-//! the unique id is an XXH3-128 of the data written, with the RFC 9562
-//! version 8 (custom) and variant bits set.
+//! the unique id is an XXH3-128 over the offset and the XXH3-128 of every
+//! data piece that is not all zeros (hashed on the workers, in parallel),
+//! with the RFC 9562 version 8 (custom) and variant bits set.
 
 use super::output::OutputFile;
 use super::raw::write_data;
 use super::{target_size, WriteOptions, WriteReport};
-use crate::block::{is_zero, BlockSource};
+use crate::block::BlockSource;
 use crate::error::{Error, Result};
 use crate::source::vhd::footer::{
     chs_geometry, DiskType, Footer, FIXED_DATA_OFFSET, VHD_EPOCH_UNIX,
@@ -81,12 +82,7 @@ pub fn write(
         ));
     }
     let mut id_hash = Xxh3::new();
-    write_data(src, &mut out, size, |off, buf| {
-        if !is_zero(buf) {
-            id_hash.update(&off.to_le_bytes());
-            id_hash.update(buf);
-        }
-    })?;
+    write_data(src, &mut out, size, Some(&mut id_hash))?;
     id_hash.update(&size.to_le_bytes());
     let mut unique_id = id_hash.digest128().to_be_bytes();
     unique_id[6] = (unique_id[6] & 0x0f) | 0x80;

@@ -1,10 +1,12 @@
 //! Atomic, sparse, hashed output files.
 //!
 //! An [`OutputFile`] is written strictly front to back: [`write`](OutputFile::write)
-//! appends bytes, [`skip_zeros`](OutputFile::skip_zeros) appends a hole. Bytes go to
-//! a temporary file beside the destination; [`finish`](OutputFile::finish) flushes it
-//! and renames it into place, so an interrupted run leaves nothing under the final
-//! name. Digests are computed on a separate thread from the bytes as they are
+//! appends bytes, [`skip_zeros`](OutputFile::skip_zeros) appends a hole (a
+//! [`PlacedWriter`] lets workers write ahead in place, accounted for in order
+//! afterwards). Bytes go to a temporary file beside the destination;
+//! [`finish`](OutputFile::finish) sets its length and renames it into place, so an
+//! interrupted run leaves nothing under the final name (with [`FSYNC_ENV`] it is
+//! also flushed to disk first). Digests are computed on a separate thread from the bytes as they are
 //! written (holes hashed as zeros), never by reading the output back.
 
 use crate::error::{Error, IoContext, Result};
@@ -61,9 +63,18 @@ enum Msg {
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
 /// Messages queued for the hasher. Each holds at most one reference to a
-/// chunk buffer (at most [`super::stream::BATCH_BYTES`] in all is in flight
+/// chunk buffer (at most [`super::stream::IN_FLIGHT_BYTES`] in all is in flight
 /// each), enough to keep the hash thread fed while the writer works.
 const HASH_QUEUE: usize = 16;
+
+/// Set to `1` to make [`OutputFile::finish`] durable: the data is flushed
+/// to disk (`fsync`, with background `fdatasync`s while writing) before the
+/// rename, and the directory after it. Off by default, as in `qemu-img
+/// convert`, `cp` and `dd`: atomicity does not need it (an interrupted run
+/// never leaves a partial file under the final name, the rename is the last
+/// step), only surviving a power cut right after the run does, and the
+/// flush is most of the run's time on a slow disk.
+pub const FSYNC_ENV: &str = "ONRAMP_FSYNC";
 
 /// Bytes written between two background flushes: writeback starts while the
 /// conversion runs, so [`OutputFile::finish`]'s final sync finds little left
@@ -186,6 +197,27 @@ impl Flusher {
     }
 }
 
+/// Writes a piece of an [`OutputFile`] in place from a worker thread; see
+/// [`OutputFile::placed_writer`].
+pub struct PlacedWriter {
+    file: File,
+    base: u64,
+    path: PathBuf,
+}
+
+impl PlacedWriter {
+    /// Write `buf` at `offset` bytes past the position the writer was made at.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let at = self
+            .base
+            .checked_add(offset)
+            .ok_or_else(|| Error::invalid("output size overflows"))?;
+        self.file
+            .write_all_at(buf, at)
+            .map_err(|e| Error::io(format!("write {}", self.path.display()), e))
+    }
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -205,6 +237,7 @@ pub struct OutputFile {
     bytes_written: u64,
     hasher: Option<Hasher>,
     flusher: Option<Flusher>,
+    durable: bool,
     finished: bool,
 }
 
@@ -235,8 +268,10 @@ impl OutputFile {
             .truncate(true)
             .open(&tmp_path)
             .ctx(|| format!("create {}", tmp_path.display()))?;
-        let flusher = Flusher::start(&file);
+        let durable = std::env::var_os(FSYNC_ENV).is_some_and(|v| v == "1");
+        let flusher = if durable { Flusher::start(&file) } else { None };
         Ok(OutputFile {
+            durable,
             flusher,
             final_path: path.to_path_buf(),
             tmp_path,
@@ -305,7 +340,33 @@ impl OutputFile {
         self.file
             .write_all_at(slice, self.pos)
             .map_err(|e| Error::io(format!("write {}", self.final_path.display()), e))?;
-        let n = slice.len() as u64;
+        self.wrote_shared(buf, range)
+    }
+
+    /// A writer that puts bytes at their final place from any thread, ahead
+    /// of this file's front-to-back accounting: offsets are relative to the
+    /// current position. What it writes must then be appended, in order,
+    /// with [`wrote_shared`](Self::wrote_shared) (holes with
+    /// [`skip_zeros`](Self::skip_zeros)), which advances the position and
+    /// feeds the digests without writing again.
+    pub fn placed_writer(&self) -> Result<PlacedWriter> {
+        Ok(PlacedWriter {
+            file: self
+                .file
+                .try_clone()
+                .ctx(|| format!("reopen {}", self.tmp_path.display()))?,
+            base: self.pos,
+            path: self.final_path.clone(),
+        })
+    }
+
+    /// Append `buf[range]`, which a [`PlacedWriter`] already wrote at the
+    /// current position: only the accounting and the digests.
+    pub fn wrote_shared(&mut self, buf: Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Result<()> {
+        let n = range.len() as u64;
+        if n == 0 || buf.get(range.clone()).is_none() {
+            return Ok(());
+        }
         self.pos += n;
         self.bytes_written += n;
         if let Some(f) = self.flusher.as_mut() {
@@ -341,15 +402,20 @@ impl OutputFile {
         self.file
             .set_len(self.pos)
             .ctx(|| format!("set length of {}", path.display()))?;
-        self.file
-            .sync_all()
-            .ctx(|| format!("flush {}", path.display()))?;
+        if self.durable {
+            self.file
+                .sync_all()
+                .ctx(|| format!("flush {}", path.display()))?;
+        }
         let digests = match self.hasher.take() {
             Some(h) => h.finish()?,
             None => Vec::new(),
         };
         std::fs::rename(&self.tmp_path, &path).ctx(|| format!("rename into {}", path.display()))?;
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|p| self.durable && !p.as_os_str().is_empty())
+        {
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }

@@ -2,22 +2,32 @@
 //!
 //! [`stream`] walks a source's allocation map in order and delivers it as
 //! [`Piece`]s cut on an absolute grid of `chunk` bytes. Data pieces are read
-//! (and optionally transformed: compressed, checked for zeros) on rayon
-//! workers in batches, while the caller's sink consumes the previous batch in
-//! order on the calling thread. Zero extents are never read. Memory in flight
-//! is bounded by [`BATCH_BYTES`] times the channel depth.
+//! (and optionally transformed: compressed, checked for zeros, written) by a
+//! few worker threads, while the caller's sink consumes them in order on the
+//! calling thread. There is no barrier between workers: each takes the next
+//! piece as soon as it is free, and finished pieces wait in a small reorder
+//! buffer until their turn. Zero extents are never read. A fixed number of
+//! tokens ([`IN_FLIGHT_BYTES`] worth of chunks) bounds what is in flight
+//! between the map walk and the sink, so memory does not depend on the
+//! disk's size.
 
 use crate::block::{for_each_window, BlockSource, ExtentKind};
-use crate::error::{Error, Result};
-use rayon::prelude::*;
-use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
+use crate::error::{Error, ErrorKind, Result};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-/// Bytes of data read per parallel batch: 16 MiB.
-pub const BATCH_BYTES: u64 = 16 << 20;
+/// Bytes of chunks in flight between the map walk and the sink (read or
+/// being read, waiting to be sunk): 16 MiB (measured: 32 MiB is no faster
+/// and costs more page faults for fresh buffers).
+pub const IN_FLIGHT_BYTES: u64 = 16 << 20;
 
-/// Batches queued between the readers and the writer.
-const QUEUE_DEPTH: usize = 2;
+/// Most pieces in flight, whatever the chunk size.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Most worker threads.
+const MAX_WORKERS: usize = 8;
 
 /// One piece of the disk, in order.
 #[derive(Debug)]
@@ -40,9 +50,67 @@ pub enum Piece<T> {
     },
 }
 
-enum Task {
-    Data { offset: u64, len: usize },
-    Zero { offset: u64, len: u64 },
+/// Worker threads: one per core (at least two, so that one reads while the
+/// other waits for the disk), at most [`MAX_WORKERS`]. Measured on two
+/// cores: four workers are slower than two on a loaded machine.
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, MAX_WORKERS)
+}
+
+/// The error a producer or worker stops with when the sink has gone away.
+fn stopped() -> Error {
+    Error::invalid("stopped")
+}
+
+/// What the walk, the workers and the sink share, under one mutex. Waits
+/// sleep on condition variables (futexes): a spinning or yielding wait would
+/// give the CPU away to other processes on a loaded machine, and each one
+/// costs the conversion a time slice.
+struct Shared<T> {
+    /// Data pieces to read: (sequence number, offset, length).
+    tasks: VecDeque<(u64, u64, usize)>,
+    /// Finished pieces waiting for their turn.
+    done: BTreeMap<u64, Result<Piece<T>>>,
+    /// Pieces handed out by the walk and not yet consumed by the sink.
+    in_flight: usize,
+    /// The walk has handed out its last piece.
+    walked: bool,
+    /// The sink stopped (error): everyone else stops too.
+    stop: bool,
+}
+
+struct Engine<T> {
+    state: Mutex<Shared<T>>,
+    /// Signalled when a task is queued or the walk ends.
+    task_ready: Condvar,
+    /// Signalled when a piece is done.
+    piece_done: Condvar,
+    /// Signalled when the sink frees a slot or stops.
+    slot_free: Condvar,
+}
+
+impl<T> Engine<T> {
+    fn lock(&self) -> MutexGuard<'_, Shared<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Tells the walk and the workers to stop when dropped.
+struct StopOnDrop<'a, T>(&'a Engine<T>);
+
+impl<T> Drop for StopOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.0.lock().stop = true;
+        self.0.slot_free.notify_all();
+        self.0.task_ready.notify_all();
+    }
+}
+
+fn panicked() -> Error {
+    Error::new(ErrorKind::Io, "a reader thread panicked")
 }
 
 /// Stream `src` in order; see the module docs. `work` runs in parallel on each
@@ -54,100 +122,155 @@ pub fn stream<T: Send>(
     mut sink: impl FnMut(Piece<T>) -> Result<()>,
 ) -> Result<()> {
     let chunk = chunk.max(512);
+    let workers = worker_count();
+    let slots = usize::try_from(IN_FLIGHT_BYTES / chunk)
+        .unwrap_or(MAX_IN_FLIGHT)
+        .clamp(2 * workers, MAX_IN_FLIGHT);
+    let engine = Engine {
+        state: Mutex::new(Shared {
+            tasks: VecDeque::new(),
+            done: BTreeMap::new(),
+            in_flight: 0,
+            walked: false,
+            stop: false,
+        }),
+        task_ready: Condvar::new(),
+        piece_done: Condvar::new(),
+        slot_free: Condvar::new(),
+    };
+    let engine = &engine;
+    let work = &work;
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Result<Vec<Piece<T>>>>(QUEUE_DEPTH);
-        let work = &work;
-        let producer = scope.spawn(move || {
-            let mut batch: Vec<Task> = Vec::new();
-            let mut batch_bytes = 0u64;
-            let flush = |batch: &mut Vec<Task>| -> bool {
-                let tasks = std::mem::take(batch);
-                let out: Result<Vec<Piece<T>>> = tasks
-                    .into_par_iter()
-                    .map(|t| match t {
-                        Task::Zero { offset, len } => Ok(Piece::Zero { offset, len }),
-                        Task::Data { offset, len } => {
-                            let mut buf = take_buffer(len);
-                            src.read_at(offset, &mut buf)?;
-                            let extra = work(offset, &mut buf)?;
-                            Ok(Piece::Data { offset, buf, extra })
+        let mut handles = Vec::with_capacity(workers + 1);
+        for _ in 0..workers {
+            handles.push(scope.spawn(move || loop {
+                let (seq, offset, len) = {
+                    let mut g = engine.lock();
+                    loop {
+                        if g.stop {
+                            return;
                         }
-                    })
-                    .collect();
-                let failed = out.is_err();
-                tx.send(out).is_ok() && !failed
+                        if let Some(t) = g.tasks.pop_front() {
+                            break t;
+                        }
+                        if g.walked {
+                            return;
+                        }
+                        g = engine
+                            .task_ready
+                            .wait(g)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                };
+                let r = catch_unwind(AssertUnwindSafe(|| -> Result<Piece<T>> {
+                    let mut buf = take_buffer(len);
+                    src.read_at(offset, &mut buf)?;
+                    let extra = work(offset, &mut buf)?;
+                    Ok(Piece::Data { offset, buf, extra })
+                }))
+                .unwrap_or_else(|_| Err(panicked()));
+                engine.lock().done.insert(seq, r);
+                engine.piece_done.notify_one();
+            }));
+        }
+        handles.push(scope.spawn(move || {
+            let mut seq = 0u64;
+            let mut emit = |zero: bool, offset: u64, len: u64| -> Result<()> {
+                let n = usize::try_from(len).map_err(|_| Error::invalid("chunk too large"))?;
+                let mut g = engine.lock();
+                while g.in_flight >= slots && !g.stop {
+                    g = engine
+                        .slot_free
+                        .wait(g)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if g.stop {
+                    return Err(stopped());
+                }
+                g.in_flight += 1;
+                if zero {
+                    g.done.insert(seq, Ok(Piece::Zero { offset, len }));
+                    drop(g);
+                    engine.piece_done.notify_one();
+                } else {
+                    g.tasks.push_back((seq, offset, n));
+                    drop(g);
+                    engine.task_ready.notify_one();
+                }
+                seq += 1;
+                Ok(())
             };
-            let walked = for_each_window(src, |ext| {
-                match ext.kind {
-                    ExtentKind::Zero => batch.push(Task::Zero {
-                        offset: ext.offset,
-                        len: ext.len,
-                    }),
+            let walked = catch_unwind(AssertUnwindSafe(|| {
+                for_each_window(src, |ext| match ext.kind {
+                    ExtentKind::Zero => emit(true, ext.offset, ext.len),
                     ExtentKind::Data => {
                         let mut off = ext.offset;
                         while off < ext.end() {
                             let grid_end = (off / chunk + 1).saturating_mul(chunk);
                             let end = grid_end.min(ext.end());
-                            let len = usize::try_from(end - off)
-                                .map_err(|_| Error::invalid("chunk too large"))?;
-                            batch.push(Task::Data { offset: off, len });
-                            batch_bytes += end - off;
+                            emit(false, off, end - off)?;
                             off = end;
-                            if batch_bytes >= BATCH_BYTES {
-                                batch_bytes = 0;
-                                if !flush(&mut batch) {
-                                    return Err(Error::invalid("stopped"));
-                                }
-                            }
                         }
+                        Ok(())
                     }
-                }
-                if batch.len() >= 4096 {
-                    batch_bytes = 0;
-                    if !flush(&mut batch) {
-                        return Err(Error::invalid("stopped"));
-                    }
-                }
-                Ok(())
-            });
-            match walked {
-                Ok(()) => {
-                    flush(&mut batch);
-                }
-                Err(e) => {
-                    // A read error was already sent by flush; a map error is sent here.
-                    if e.message() != "stopped" {
-                        let _ = tx.send(Err(e));
-                    }
+                })
+            }))
+            .unwrap_or_else(|_| Err(panicked()));
+            let mut g = engine.lock();
+            if let Err(e) = walked {
+                if e.message() != "stopped" {
+                    // Delivered in turn, after every piece before it.
+                    g.in_flight += 1;
+                    g.done.insert(seq, Err(e));
                 }
             }
-        });
+            g.walked = true;
+            drop(g);
+            engine.task_ready.notify_all();
+            engine.piece_done.notify_one();
+        }));
+        // However the sink loop ends (error or panic), the others stop.
+        let stop_guard = StopOnDrop(engine);
+        let mut next = 0u64;
         let mut result = Ok(());
-        for batch in rx {
-            match batch {
-                Ok(pieces) => {
-                    for p in pieces {
-                        if let Err(e) = sink(p) {
-                            result = Err(e);
-                            break;
-                        }
+        let mut ready = Vec::new();
+        'sink: loop {
+            {
+                let mut g = engine.lock();
+                loop {
+                    while let Some(r) = g.done.remove(&(next + ready.len() as u64)) {
+                        ready.push(r);
                     }
+                    if !ready.is_empty() || (g.walked && g.in_flight == 0) {
+                        break;
+                    }
+                    g = engine
+                        .piece_done
+                        .wait(g)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
-                Err(e) => result = Err(e),
             }
-            if result.is_err() {
+            if ready.is_empty() {
                 break;
             }
+            let n = ready.len();
+            for r in ready.drain(..) {
+                next += 1;
+                if let Err(e) = r.and_then(&mut sink) {
+                    result = Err(e);
+                    break 'sink;
+                }
+            }
+            engine.lock().in_flight -= n;
+            engine.slot_free.notify_one();
         }
-        // Dropping rx (by leaving the loop) makes the producer stop at its next send.
-        let joined = producer.join();
-        match (result, joined) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(_)) => Err(Error::new(
-                crate::error::ErrorKind::Io,
-                "a reader thread panicked",
-            )),
-            (Ok(()), Ok(())) => Ok(()),
+        drop(stop_guard);
+        let any_panicked = handles.into_iter().any(|h| h.join().is_err());
+        engine.lock().done.clear();
+        match result {
+            Err(e) => Err(e),
+            Ok(()) if any_panicked => Err(panicked()),
+            Ok(()) => Ok(()),
         }
     })
 }
@@ -164,12 +287,19 @@ const POOL_MAX: usize = 64;
 /// Largest buffer the pool keeps.
 const POOL_MAX_CAPACITY: usize = 4 << 20;
 
-/// A zero-filled buffer of `len` bytes, reused from the pool when one is free.
+/// A buffer of `len` bytes, reused from the pool when one is free. Its
+/// contents are unspecified (a reused buffer keeps what it last held, so
+/// that taking one costs no memset): it is meant to be filled whole by a
+/// [`BlockSource::read_at`], whose contract is to fill all of it or fail
+/// (the conformance check poisons its buffers to prove every reader does).
 pub fn take_buffer(len: usize) -> Vec<u8> {
     let reused = POOL.lock().ok().and_then(|mut p| p.pop());
     match reused {
+        Some(mut b) if b.len() >= len => {
+            b.truncate(len);
+            b
+        }
         Some(mut b) => {
-            b.clear();
             b.resize(len, 0);
             b
         }
@@ -201,39 +331,62 @@ pub fn give_shared(buf: Arc<Vec<u8>>) {
 /// blocks inside allocated extents also become holes: 4 KiB (qemu-img's `-S` default).
 pub const ZERO_GRAIN: usize = 4096;
 
-/// Write one data piece into `out`, turning all-zero 4 KiB grains (on the
-/// absolute grid) into holes and coalescing the rest into large writes.
-pub fn write_sparse(out: &mut super::output::OutputFile, offset: u64, buf: Vec<u8>) -> Result<()> {
-    let buf = Arc::new(buf);
-    let mut i = 0usize;
+/// The parts of `buf` (a data piece at disk offset `offset`) that are not
+/// all-zero 4 KiB grains on the absolute grid, merged into maximal ranges.
+pub fn data_runs(offset: u64, buf: &[u8]) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
     let n = buf.len();
-    let mut run_start: Option<usize> = None;
-    let mut zero_run = 0u64;
+    let mut i = 0usize;
     while i < n {
         let abs = offset + i as u64;
         let to_grid = ZERO_GRAIN - (abs % ZERO_GRAIN as u64) as usize;
         let end = (i + to_grid).min(n);
-        let zero = crate::block::is_zero(&buf[i..end]);
-        if zero {
-            if let Some(s) = run_start.take() {
-                out.write_shared(buf.clone(), s..i)?;
-            }
-            zero_run += (end - i) as u64;
-        } else {
-            if zero_run > 0 {
-                out.skip_zeros(zero_run)?;
-                zero_run = 0;
-            }
-            if run_start.is_none() {
-                run_start = Some(i);
+        if !crate::block::is_zero(&buf[i..end]) {
+            match runs.last_mut() {
+                Some(r) if r.end == i => r.end = end,
+                _ => runs.push(i..end),
             }
         }
         i = end;
     }
-    if let Some(s) = run_start {
-        out.write_shared(buf.clone(), s..n)?;
+    runs
+}
+
+/// Account for one data piece in `out`, given its non-zero `runs` (from
+/// [`data_runs`]): zero gaps become holes, runs are written with `write`.
+fn put_runs(
+    out: &mut super::output::OutputFile,
+    buf: Vec<u8>,
+    runs: &[Range<usize>],
+    mut write: impl FnMut(&mut super::output::OutputFile, Arc<Vec<u8>>, Range<usize>) -> Result<()>,
+) -> Result<()> {
+    let n = buf.len();
+    let buf = Arc::new(buf);
+    let mut at = 0usize;
+    for r in runs {
+        out.skip_zeros((r.start - at) as u64)?;
+        write(out, buf.clone(), r.clone())?;
+        at = r.end;
     }
     // The hasher may still hold it; then it gives it back itself.
     give_shared(buf);
-    out.skip_zeros(zero_run)
+    out.skip_zeros((n - at) as u64)
+}
+
+/// Write one data piece into `out`, turning all-zero 4 KiB grains (on the
+/// absolute grid) into holes and coalescing the rest into large writes.
+pub fn write_sparse(out: &mut super::output::OutputFile, offset: u64, buf: Vec<u8>) -> Result<()> {
+    let runs = data_runs(offset, &buf);
+    put_runs(out, buf, &runs, |out, b, r| out.write_shared(b, r))
+}
+
+/// Account in `out` for a data piece whose non-zero `runs` a worker already
+/// wrote in place (with an [`super::output::PlacedWriter`]): holes and the
+/// digests advance as if [`write_sparse`] had written it.
+pub fn placed_sparse(
+    out: &mut super::output::OutputFile,
+    buf: Vec<u8>,
+    runs: &[Range<usize>],
+) -> Result<()> {
+    put_runs(out, buf, runs, |out, b, r| out.wrote_shared(b, r))
 }
