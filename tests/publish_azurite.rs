@@ -915,3 +915,152 @@ fn publish_many_for_recipes() {
     assert_eq!(std::fs::read(stored).unwrap(), br#"{"recipe":"m"}"#);
     assert!(r[1].is_err());
 }
+
+/// A valid account SAS for Azurite's well-known account (Azure "Create an
+/// account SAS", version 2019-12-12 string-to-sign: account, permissions,
+/// services, resource types, start, expiry, IP, protocol, version).
+fn account_sas() -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let (sp, ss, srt, se, sv) = ("racwdl", "b", "sco", "2099-01-01T00:00:00Z", "2019-12-12");
+    let sts = format!("{ACCOUNT}\n{sp}\n{ss}\n{srt}\n\n{se}\n\n\n{sv}\n");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(KEY)
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(sts.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    format!(
+        "sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={}&sig={}",
+        enc(se),
+        enc(&sig)
+    )
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sas_token_never_appears_in_output_logs_or_manifests() {
+    let Some(az) = Azurite::start() else { return };
+    let d = tempdir();
+    let vhd = make_vhd(d.path(), "sas");
+    let sas = account_sas();
+    let sig = sas.rsplit("sig=").next().unwrap().to_string();
+    let leaks = |what: &str, text: &str| {
+        assert!(
+            !text.contains(&sas) && !text.contains(&sig) && !text.contains("sig="),
+            "{what} leaks the SAS: {text}"
+        );
+    };
+    let publish = |blob: &str, how: &str| {
+        let url = az.url(az.port, blob);
+        let mut c = Command::new(onramp_bin());
+        c.args(["publish", s(&vhd), "--json", "--force"])
+            .env_remove("AZURE_STORAGE_ACCOUNT")
+            .env_remove("AZURE_STORAGE_KEY")
+            .env_remove("AZURE_STORAGE_SAS_TOKEN");
+        match how {
+            "flag" => c.args(["--to", &format!("azure:{url}"), "--sas", &sas]),
+            "url" => c.args(["--to", &format!("azure:{url}?{sas}")]),
+            _ => c
+                .args(["--to", &format!("azure:{url}")])
+                .env("AZURE_STORAGE_SAS_TOKEN", &sas),
+        };
+        c.output().unwrap()
+    };
+    // Successful publishes, the SAS given three ways.
+    for how in ["flag", "url", "env"] {
+        let blob = format!("sas-{how}.vhd");
+        let o = publish(&blob, how);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(o.status.success(), "publish with SAS ({how}) failed: {err}");
+        leaks(&format!("stdout ({how})"), &out);
+        leaks(&format!("stderr ({how})"), &err);
+        assert_eq!(az.download(&blob), std::fs::read(&vhd).unwrap());
+    }
+    // A refused request (403: the signature is for another account) still does not echo it.
+    let bad = sas.replace("sig=", "sig=AAAA");
+    let o = Command::new(onramp_bin())
+        .args([
+            "publish",
+            s(&vhd),
+            "--to",
+            &format!("azure:{}", az.url(az.port, "denied.vhd")),
+            "--sas",
+            &bad,
+            "--retries",
+            "1",
+        ])
+        .env_remove("AZURE_STORAGE_ACCOUNT")
+        .env_remove("AZURE_STORAGE_KEY")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("AAAA") && !err.contains(&sig), "{err}");
+    // A build that publishes to Azure: nothing it prints or writes holds the SAS.
+    std::fs::copy(&vhd, d.path().join("src.vhd")).unwrap();
+    let recipe = d.path().join("p.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: p\nsource:\n  path: src.vhd\ntarget:\n  format: azure-vhd\noutput:\n  dir: out\n\
+             publish:\n  - to: azure:{}\n    sas: ${{ONRAMP_TEST_SAS}}\n",
+            az.url(az.port, "built.vhd")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(onramp_bin())
+        .args(["build", s(&recipe), "--json"])
+        .env("ONRAMP_TEST_SAS", &sas)
+        .env_remove("AZURE_STORAGE_ACCOUNT")
+        .env_remove("AZURE_STORAGE_KEY")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN")
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "build failed: {err}");
+    leaks("build stdout", &out);
+    leaks("build stderr", &err);
+    assert_eq!(
+        az.download("built.vhd"),
+        std::fs::read(d.path().join("out/p.vhd")).unwrap()
+    );
+    for f in files_under(d.path()) {
+        if let Ok(t) = std::fs::read(&f) {
+            let t = String::from_utf8_lossy(&t);
+            assert!(!t.contains(&sig), "SAS written into {}", f.display());
+        }
+    }
+}

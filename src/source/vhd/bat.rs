@@ -99,6 +99,19 @@ impl Bat {
         read_exact_at(file, hdr.table_offset, &mut raw, "VHD BAT")?;
         let bitmap_bytes = bitmap_bytes(hdr.block_size);
         let span = bitmap_bytes.saturating_add(bs);
+        // The disk's own metadata (VHD spec "Dynamic Disk Header Format": footer
+        // copy at 0, 1024-byte dynamic header, BAT): a block over any of it would
+        // hand metadata out as guest data, so it is refused (qemu reads it).
+        let bat_end = hdr.table_offset.saturating_add(bytes);
+        let metadata = [
+            (0u64, 512u64, "the footer copy"),
+            (
+                hdr.offset,
+                hdr.offset.saturating_add(1024),
+                "the dynamic disk header",
+            ),
+            (hdr.table_offset, bat_end, "the BAT"),
+        ];
         let mut entries = Vec::with_capacity(raw.len() / 4);
         for (i, c) in raw.chunks_exact(4).enumerate() {
             let v = u32::from_be_bytes([
@@ -122,6 +135,25 @@ impl Bat {
                             "a block ({span} bytes with its bitmap) ending before the footer at byte {data_end}"
                         ),
                         format!("sector {v} (byte {start})"),
+                    ));
+                }
+            }
+            if v != UNUSED {
+                let start = u64::from(v).saturating_mul(512);
+                let end = start.saturating_add(span);
+                if let Some((_, _, what)) =
+                    metadata.iter().find(|(ms, me, _)| start < *me && *ms < end)
+                {
+                    let at = u64::try_from(i)
+                        .unwrap_or(0)
+                        .saturating_mul(4)
+                        .saturating_add(hdr.table_offset);
+                    return Err(Error::corrupt(
+                        "VHD BAT",
+                        format!("entry {i}"),
+                        at,
+                        format!("a block clear of {what}"),
+                        format!("sector {v} (byte {start}), overlapping {what}"),
                     ));
                 }
             }
