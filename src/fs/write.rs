@@ -4,7 +4,7 @@
 //! seam; [`apply`] hands them to the writer for the filesystem's kind, on a
 //! [`VolumeDev`] (a partition or linear logical volume inside the overlay).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::inject::FsAction;
 use crate::overlay::VolumeDev;
 
@@ -38,4 +38,30 @@ pub fn split_parent(path: &str) -> Result<(String, String)> {
             "{path:?}: cannot create or remove the root directory"
         ))),
     }
+}
+
+/// A filesystem writer opened on one volume: applies actions one by one,
+/// then writes its summary structures (free counts, bitmaps) once.
+pub trait FsWriter {
+    /// Apply one action, appending a log line per change.
+    fn apply_one(&mut self, action: &FsAction, log: &mut Vec<String>) -> Result<()>;
+    /// Write what is kept in memory until the end. Call once.
+    fn finish(self) -> Result<()>;
+}
+
+/// Apply `actions` with `writer` in order; a failing action is named in the
+/// error (corruption errors already name their structure and stay as they are).
+pub fn run<W: FsWriter>(mut writer: W, actions: &[FsAction]) -> Result<Vec<String>> {
+    let mut log = Vec::new();
+    for a in actions {
+        writer.apply_one(a, &mut log).map_err(|e| {
+            if e.kind() == ErrorKind::Corrupt {
+                e
+            } else {
+                Error::new(e.kind(), format!("{}: {e}", a.describe()))
+            }
+        })?;
+    }
+    writer.finish()?;
+    Ok(log)
 }

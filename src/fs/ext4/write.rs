@@ -38,7 +38,7 @@
 
 use super::{xattr, Ext4, Inode, ROOT_INO};
 use crate::bytes::{le16, le32, sub, us};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::fs::{resolve, FileType};
 use crate::inject::FsAction;
 use crate::overlay::VolumeDev;
@@ -1958,7 +1958,7 @@ impl Ext4Writer {
     }
 
     /// Apply one action.
-    pub fn apply_one(&mut self, a: &FsAction, log: &mut Vec<String>) -> Result<()> {
+    pub fn apply_action(&mut self, a: &FsAction, log: &mut Vec<String>) -> Result<()> {
         match a {
             FsAction::Mkdir { path, mode } => {
                 let real = self.resolve(path, true)?;
@@ -2202,20 +2202,17 @@ fn half_md4_transform(buf: &mut [u32; 4], inp: &[u32; 8]) {
     buf[3] = buf[3].wrapping_add(d);
 }
 
+impl crate::fs::write::FsWriter for Ext4Writer {
+    fn apply_one(&mut self, action: &FsAction, log: &mut Vec<String>) -> Result<()> {
+        self.apply_action(action, log)
+    }
+    fn finish(self) -> Result<()> {
+        Ext4Writer::finish(self)
+    }
+}
+
 /// Apply `actions` to the ext4 filesystem on the volume `dev`;
 /// returns a log line per change.
 pub fn apply(dev: &VolumeDev, actions: &[FsAction]) -> Result<Vec<String>> {
-    let mut w = Ext4Writer::open(dev.clone())?;
-    let mut log = Vec::new();
-    for a in actions {
-        w.apply_one(a, &mut log).map_err(|e| {
-            if e.kind() == ErrorKind::Corrupt {
-                e
-            } else {
-                Error::new(e.kind(), format!("{}: {e}", a.describe()))
-            }
-        })?;
-    }
-    w.finish()?;
-    Ok(log)
+    crate::fs::write::run(Ext4Writer::open(dev.clone())?, actions)
 }

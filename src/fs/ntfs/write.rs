@@ -52,7 +52,7 @@
 #![allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
 use crate::bytes::{le16, le32, le64, sub, u8_at};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::inject::FsAction;
 use crate::limits;
 use crate::overlay::VolumeDev;
@@ -2135,7 +2135,7 @@ impl NtfsWriter {
     }
 
     /// Apply one action.
-    pub fn apply_one(&mut self, a: &FsAction, log: &mut Vec<String>) -> Result<()> {
+    pub fn apply_action(&mut self, a: &FsAction, log: &mut Vec<String>) -> Result<()> {
         match a {
             FsAction::Mkdir { path, .. } => self.mkdir_p(path, log).map(|_| ()),
             FsAction::WriteFile { path, data, .. } => self.write_file(path, data, log),
@@ -2193,21 +2193,18 @@ fn parse_node_flags_children(nb: &[u8]) -> bool {
     }
 }
 
+impl crate::fs::write::FsWriter for NtfsWriter {
+    fn apply_one(&mut self, action: &FsAction, log: &mut Vec<String>) -> Result<()> {
+        self.apply_action(action, log)
+    }
+    fn finish(self) -> Result<()> {
+        NtfsWriter::finish(self)
+    }
+}
+
 /// Apply `actions` to the NTFS volume `dev`; returns a log line per change.
 pub fn apply(dev: &VolumeDev, actions: &[FsAction]) -> Result<Vec<String>> {
-    let mut w = NtfsWriter::open(dev.clone())?;
-    let mut log = Vec::new();
-    for a in actions {
-        w.apply_one(a, &mut log).map_err(|e| {
-            if e.kind() == ErrorKind::Corrupt {
-                e
-            } else {
-                Error::new(e.kind(), format!("{}: {e}", a.describe()))
-            }
-        })?;
-    }
-    w.finish()?;
-    Ok(log)
+    crate::fs::write::run(NtfsWriter::open(dev.clone())?, actions)
 }
 
 #[cfg(test)]

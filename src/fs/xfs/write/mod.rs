@@ -60,7 +60,7 @@ use super::sb::{
     XFS_SB_FEAT_RO_COMPAT_RMAPBT,
 };
 use super::{XfsReader, XFS_SYMLINK_CRC_OFF, XFS_SYMLINK_HDR_LEN, XFS_SYMLINK_MAGIC};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::fs::{resolve, FileType};
 use crate::inject::FsAction;
 use crate::overlay::VolumeDev;
@@ -1295,7 +1295,7 @@ impl XfsWriter {
     }
 
     /// Apply one action.
-    pub fn apply_one(&mut self, a: &FsAction, log: &mut Vec<String>) -> Result<()> {
+    pub fn apply_action(&mut self, a: &FsAction, log: &mut Vec<String>) -> Result<()> {
         match a {
             FsAction::Mkdir { path, mode } => {
                 let real = self.resolve(path, true)?;
@@ -1415,19 +1415,16 @@ fn build_block(dbs: usize, dino: u64, parent: u64, ents: &[Ent]) -> Option<Vec<u
     Some(b)
 }
 
+impl crate::fs::write::FsWriter for XfsWriter {
+    fn apply_one(&mut self, action: &FsAction, log: &mut Vec<String>) -> Result<()> {
+        self.apply_action(action, log)
+    }
+    fn finish(self) -> Result<()> {
+        XfsWriter::finish(self)
+    }
+}
+
 /// Apply `actions` to the XFS filesystem on `dev`; returns a log line per change.
 pub fn apply(dev: &VolumeDev, actions: &[FsAction]) -> Result<Vec<String>> {
-    let mut w = XfsWriter::open(dev.clone())?;
-    let mut log = Vec::new();
-    for a in actions {
-        w.apply_one(a, &mut log).map_err(|e| {
-            if e.kind() == ErrorKind::Corrupt {
-                e
-            } else {
-                Error::new(e.kind(), format!("{}: {e}", a.describe()))
-            }
-        })?;
-    }
-    w.finish()?;
-    Ok(log)
+    crate::fs::write::run(XfsWriter::open(dev.clone())?, actions)
 }
