@@ -66,7 +66,7 @@ pub fn convert(req: &ConvertRequest<'_>) -> Result<WriteReport> {
         block_size: req.block_size,
         compress: req.compress,
     };
-    target::write(src.as_ref(), req.to, req.output, &opts)
+    target::write(src.as_ref(), req.to, req.output, &opts).map_err(|e| e.at(req.input))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -355,7 +355,7 @@ pub fn customize(req: &CustomizeRequest<'_>) -> Result<CustomizeReport> {
         timestamp: target::default_timestamp()?,
         ..WriteOptions::default()
     };
-    let w = target::write(ov.as_ref(), req.to, req.output, &opts)?;
+    let w = target::write(ov.as_ref(), req.to, req.output, &opts).map_err(|e| e.at(req.input))?;
     Ok(CustomizeReport {
         plan,
         log,

@@ -55,7 +55,7 @@ fn kill_after(args: &[&str], delay: Duration) -> bool {
 /// Delays spread over a run: a small deterministic pseudo-random set.
 fn delays() -> Vec<Duration> {
     let r = pattern(12, 6);
-    [5u64, 40, 120, 300, 700, 1500]
+    [3u64, 15, 60, 150, 400, 1000]
         .iter()
         .zip(r)
         .map(|(ms, j)| Duration::from_millis(ms + u64::from(j) % 37))
@@ -69,12 +69,27 @@ fn sigkill_convert_leaves_nothing_and_rerun_succeeds() {
     }
     let d = tempdir();
     let src = d.path().join("in.raw");
-    dense_raw(&src, 48);
+    // Large enough, and hashed twice, that most kills land mid-way even on a
+    // quiet machine where the conversion itself is fast.
+    dense_raw(&src, 128);
     let guard = InputGuard::new(&src);
     let out = d.path().join("out.vhd");
     let mut killed = 0;
     for delay in delays() {
-        let running = kill_after(&["convert", s(&src), s(&out), "--to", "azure-vhd"], delay);
+        let running = kill_after(
+            &[
+                "convert",
+                s(&src),
+                s(&out),
+                "--to",
+                "azure-vhd",
+                "--digest",
+                "sha256",
+                "--digest",
+                "md5",
+            ],
+            delay,
+        );
         if running {
             killed += 1;
             assert!(

@@ -162,5 +162,13 @@ pub fn write(
         TargetFormat::VmdkStream => vmdk_stream::write(src, out, path, opts),
         TargetFormat::GceTar => gce_tar::write(src, out, opts),
     };
-    r.map_err(|e| e.at(path))
+    // Output-side failures name the output; a corrupt or unsupported source
+    // found mid-stream is left for the caller to name with the input path.
+    r.map_err(|e| {
+        if e.kind() == crate::error::ErrorKind::Io {
+            e.at(path)
+        } else {
+            e
+        }
+    })
 }
