@@ -90,7 +90,10 @@ fuzz_target!(|data: &[u8]| {
     let size = img.len() as u64;
     let base: Arc<dyn BlockSource> = Arc::new(common::Mem(img));
     let ov = Arc::new(Overlay::new(base, None));
-    let res = onramp::fs::ext4::write::apply(&ov, 0, size, &actions);
+    let Ok(dev) = onramp::overlay::VolumeDev::range(ov.clone(), 0, size) else {
+        return;
+    };
+    let res = onramp::fs::ext4::write::apply(&dev, &actions);
     if res.is_err() || npatch != 0 {
         return;
     }
@@ -111,6 +114,10 @@ fuzz_target!(|data: &[u8]| {
                 | FsAction::WriteFile { path, .. }
                 | FsAction::Symlink { path, .. }
                 | FsAction::Chmod { path, .. }
+                | FsAction::Hardlink { path, .. }
+                | FsAction::Chown { path, .. }
+                | FsAction::SetTimes { path, .. }
+                | FsAction::SetXattr { path, .. }
                 | FsAction::Delete { path } => path,
             };
             p == path || p.starts_with(path.as_str()) || path.starts_with(p.as_str())
