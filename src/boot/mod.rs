@@ -508,6 +508,28 @@ fn tail(log: &Path, n: usize) -> Vec<String> {
     lines
 }
 
+/// Guest file where agent injection records what a boot should show: lines
+/// `serial REGEX` and `unit NAME`. `boot-test` adds them to its default checks.
+pub const EXPECT_FILE: &str = "/var/lib/onramp/boot-expect";
+
+/// Largest [`EXPECT_FILE`] read.
+const MAX_EXPECT_BYTES: u64 = 64 << 10;
+
+/// The expectations injection recorded in the guest (serial regexes, units).
+fn recorded_expectations(g: &GuestFs) -> (Vec<String>, Vec<String>) {
+    let (mut serial, mut units) = (Vec::new(), Vec::new());
+    if let Ok(Some(b)) = crate::fs::read_guest_file(g, EXPECT_FILE, MAX_EXPECT_BYTES) {
+        for line in String::from_utf8_lossy(&b).lines() {
+            if let Some(r) = line.strip_prefix("serial ") {
+                serial.push(r.to_string());
+            } else if let Some(u) = line.strip_prefix("unit ") {
+                units.push(u.to_string());
+            }
+        }
+    }
+    (serial, units)
+}
+
 /// Run a boot test. `Ok` with `passed == false` when a check failed or time ran
 /// out; `Err` for bad input (exit 2) and a missing QEMU (exit 3).
 pub fn boot_test(req: &Request) -> Result<Report> {
@@ -527,7 +549,26 @@ pub fn boot_test(req: &Request) -> Result<Report> {
     let insp = guest::inspect(src.clone()).map_err(|e| e.at(&req.image))?;
     let linux = insp.os.as_deref() == Some("linux");
     let g = if linux { guest_fs(&src, &insp)? } else { None };
-    checks.set_units(&req.expect_units, g.as_ref());
+    let mut units = req.expect_units.clone();
+    if let Some(g) = &g {
+        // Agents onramp injected say what their start looks like.
+        let (serial, recorded) = recorded_expectations(g);
+        let mut all = req.expect_serial.clone();
+        all.extend(
+            serial
+                .into_iter()
+                .filter(|r| !req.expect_serial.contains(r)),
+        );
+        units.extend(
+            recorded
+                .into_iter()
+                .filter(|u| !req.expect_units.contains(u)),
+        );
+        if all.len() != req.expect_serial.len() {
+            checks = Checks::new(&all).map_err(|e| e.at(&req.image))?;
+        }
+    }
+    checks.set_units(&units, g.as_ref());
     if linux {
         checks.require_userspace();
     } else if req.expect_serial.is_empty() {

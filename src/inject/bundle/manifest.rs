@@ -49,6 +49,11 @@ pub struct Manifest {
     /// Configuration files rendered from inline templates.
     #[serde(default)]
     pub config: Vec<ConfigSpec>,
+    /// A regex matching the line the agent prints on the serial console when it
+    /// starts; `onramp boot-test` expects it by default (else it expects the
+    /// `systemd_units` to be reported started).
+    #[serde(default)]
+    pub boot_marker: Option<String>,
     /// Windows part (issue 11): used on Windows guests, ignored on Linux ones.
     #[serde(default)]
     pub windows: Option<WindowsSpec>,

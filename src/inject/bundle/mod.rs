@@ -493,7 +493,37 @@ fn plan_agent(
             m.name
         )));
     }
+    let expect = boot_expectations(m, systemd)?;
+    if !expect.is_empty() {
+        mkdir_parent(&mut plan, crate::boot::EXPECT_FILE)?;
+        plan.actions.push(FsAction::WriteFile {
+            path: canonical_leaf(guest, crate::boot::EXPECT_FILE)?,
+            data: expect.into_bytes(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        });
+    }
     Ok(plan)
+}
+
+/// What `onramp boot-test` should see when this agent starts, in the format of
+/// [`crate::boot::EXPECT_FILE`]: the agent's serial marker, else its units.
+fn boot_expectations(m: &Manifest, systemd: bool) -> Result<String> {
+    let mut out = String::new();
+    if let Some(re) = &m.boot_marker {
+        regex::Regex::new(re)
+            .map_err(|e| Error::invalid(format!("boot_marker {re:?} is not a regex: {e}")))?;
+        if re.contains('\n') {
+            return Err(Error::invalid("boot_marker must be one line"));
+        }
+        out.push_str(&format!("serial {re}\n"));
+    } else if systemd {
+        for u in &m.systemd_units {
+            out.push_str(&format!("unit {u}\n"));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
