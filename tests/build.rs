@@ -250,3 +250,36 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
     }
     v
 }
+
+#[test]
+fn a_changed_agent_bundle_is_rebuilt() {
+    if !require(&["mkfs.ext4", "sfdisk"]) {
+        return;
+    }
+    let d = tempdir();
+    let disk = make_ext4_disk(d.path(), "src", 40);
+    std::fs::rename(&disk, d.path().join("src.raw")).unwrap();
+    let agent = d.path().join("agent");
+    std::fs::create_dir(&agent).unwrap();
+    std::fs::write(
+        agent.join("agent.yaml"),
+        "name: tiny\nversion: \"1\"\nfiles:\n  - src: hello.txt\n    dest: /etc/tiny/hello.txt\n",
+    )
+    .unwrap();
+    std::fs::write(agent.join("hello.txt"), "one\n").unwrap();
+    let r = recipe(
+        d.path(),
+        "agent",
+        "name: agent\nsource:\n  path: src.raw\ntarget:\n  format: raw\nagent: agent\noutput:\n  dir: out\n",
+    );
+    let j = onramp_ok(&["build", s(&r), "--json"]);
+    assert!(j.contains("\"built\""), "{j}");
+    let j = onramp_ok(&["build", s(&r), "--json"]);
+    assert!(j.contains("\"skipped\""), "same inputs: {j}");
+    let first = sha256_file(&d.path().join("out/agent.raw"));
+    // Same recipe text, different bundle content: not up to date.
+    std::fs::write(agent.join("hello.txt"), "two\n").unwrap();
+    let j = onramp_ok(&["build", s(&r), "--json"]);
+    assert!(j.contains("\"built\""), "changed bundle: {j}");
+    assert_ne!(first, sha256_file(&d.path().join("out/agent.raw")));
+}

@@ -61,13 +61,24 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-fn build_key(l: &Loaded, source_sha: &str) -> String {
+fn build_key(l: &Loaded, source_sha: &str, edits: &[crate::inject::FsAction]) -> String {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update([0]);
     h.update(l.digest.as_bytes());
     h.update([0]);
     h.update(source_sha.as_bytes());
+    // The planned edits with their bytes: a changed agent bundle or uploaded
+    // host file is a different build even when the recipe text is the same.
+    for a in edits {
+        h.update([0]);
+        h.update(a.describe().as_bytes());
+        match a {
+            crate::inject::FsAction::WriteFile { data, .. } => h.update(data),
+            crate::inject::FsAction::SetXattr { value, .. } => h.update(value),
+            _ => {}
+        }
+    }
     hex(&h.finalize())
 }
 
@@ -165,7 +176,11 @@ pub fn build_one(file: &Path, opts: &BuildOptions) -> Result<BuildOutcome> {
 
     let artifact = l.out_dir.join(&l.file_name);
     let manifest_path = l.out_dir.join(format!("{}.manifest.json", l.file_name));
-    let key = build_key(&l, &source_sha);
+    let key = build_key(
+        &l,
+        &source_sha,
+        edit_plan.as_ref().map_or(&[][..], |p| p.actions.as_slice()),
+    );
     let source_json = json!({
         "path": l.source_path.display().to_string(),
         "sha256": source_sha,
