@@ -178,7 +178,12 @@ pub fn kernel_facts(src: &Arc<dyn BlockSource>, ins: &Inspection) -> Option<Kern
 
 // ---------------------------------------------------------------- helpers
 
-fn linux(f: &Facts) -> Result<&LinuxInfo, Outcome> {
+/// The guest facts `pick` selects, or why the rule is skipped.
+fn inspected<'a, T>(
+    f: &'a Facts,
+    pick: impl FnOnce(&'a crate::guest::Inspection) -> Option<&'a T>,
+    os: &str,
+) -> Result<&'a T, Outcome> {
     if f.data_disk {
         return Err(Outcome::Skip("data disk".into()));
     }
@@ -186,28 +191,17 @@ fn linux(f: &Facts) -> Result<&LinuxInfo, Outcome> {
         (_, Some(e)) => Err(Outcome::Skip(format!(
             "the guest could not be inspected: {e}"
         ))),
-        (Some(i), None) => i
-            .linux
-            .as_ref()
-            .ok_or_else(|| Outcome::Skip("not a Linux guest".into())),
+        (Some(i), None) => pick(i).ok_or_else(|| Outcome::Skip(format!("not a {os} guest"))),
         (None, None) => Err(Outcome::Skip("the guest was not inspected".into())),
     }
 }
 
+fn linux(f: &Facts) -> Result<&LinuxInfo, Outcome> {
+    inspected(f, |i| i.linux.as_ref(), "Linux")
+}
+
 fn windows(f: &Facts) -> Result<&WindowsInfo, Outcome> {
-    if f.data_disk {
-        return Err(Outcome::Skip("data disk".into()));
-    }
-    match (&f.inspection, &f.inspection_error) {
-        (_, Some(e)) => Err(Outcome::Skip(format!(
-            "the guest could not be inspected: {e}"
-        ))),
-        (Some(i), None) => i
-            .windows
-            .as_ref()
-            .ok_or_else(|| Outcome::Skip("not a Windows guest".into())),
-        (None, None) => Err(Outcome::Skip("the guest was not inspected".into())),
-    }
+    inspected(f, |i| i.windows.as_ref(), "Windows")
 }
 
 macro_rules! get {

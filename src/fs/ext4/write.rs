@@ -318,28 +318,22 @@ impl Ext4Writer {
         })
     }
 
-    fn write(&self, off: u64, data: &[u8]) -> Result<()> {
-        if off
-            .checked_add(data.len() as u64)
-            .is_none_or(|e| e > self.len)
-        {
+    /// A block address read from the filesystem must stay inside it.
+    fn inside(&self, off: u64, len: usize, what: &str) -> Result<()> {
+        if off.checked_add(len as u64).is_none_or(|e| e > self.len) {
             return Err(Error::corrupt_msg(format!(
-                "ext4 writer: write at byte {off} outside the {}-byte filesystem",
+                "ext4 writer: {what} at byte {off} outside the {}-byte filesystem",
                 self.len
             )));
         }
+        Ok(())
+    }
+    fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.inside(off, data.len(), "write")?;
         self.dev.write_at(off, data)
     }
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.len)
-        {
-            return Err(Error::corrupt_msg(format!(
-                "ext4 writer: read at byte {off} outside the {}-byte filesystem",
-                self.len
-            )));
-        }
+        self.inside(off, buf.len(), "read")?;
         self.dev.read_at(off, buf)
     }
     fn blocks_count(&self) -> u64 {
