@@ -756,43 +756,58 @@ fn kernels(c: &mut Ctx<'_>) -> Vec<Kernel> {
             break;
         }
         for (m, sym) in HYPERV_DRIVERS {
-            let cfg = config_text.as_ref().and_then(|t| {
-                t.lines().find_map(|l| {
-                    let l = l.trim();
-                    if l == format!("# {sym} is not set") {
-                        return Some('n');
-                    }
-                    l.strip_prefix(sym)
-                        .and_then(|r| r.strip_prefix('='))
-                        .and_then(|v| v.chars().next())
-                })
-            });
-            let in_builtin = builtin_list
-                .as_ref()
-                .is_some_and(|t| t.lines().any(|l| module_base(l) == m));
-            let in_initrd = initrd_mods
-                .as_ref()
-                .is_some_and(|l| l.iter().any(|x| module_base(x) == m));
-            let in_dep = dep.as_ref().is_some_and(|t| {
-                t.lines()
-                    .any(|l| module_base(l.split(':').next().unwrap_or("")) == m)
-            });
-            let state = if cfg == Some('y') || in_builtin {
-                "builtin"
-            } else if in_initrd {
-                "initramfs"
-            } else if cfg == Some('m') || in_dep {
-                "module"
-            } else if cfg.is_some() || dep.is_some() {
-                "missing"
-            } else {
-                "unknown"
-            };
+            let state = driver_state(
+                config_text.as_deref(),
+                builtin_list.as_deref(),
+                dep.as_deref(),
+                initrd_mods.as_deref(),
+                m,
+                sym,
+            );
             k.hyperv.insert(m.to_string(), state.to_string());
         }
         out.push(k);
     }
     out
+}
+
+/// State of module `m` (config symbol `sym`) from the kernel's files.
+pub fn driver_state(
+    config: Option<&str>,
+    builtin: Option<&str>,
+    dep: Option<&str>,
+    initramfs: Option<&[String]>,
+    m: &str,
+    sym: &str,
+) -> &'static str {
+    let cfg = config.and_then(|t| {
+        t.lines().find_map(|l| {
+            let l = l.trim();
+            if l == format!("# {sym} is not set") {
+                return Some('n');
+            }
+            l.strip_prefix(sym)
+                .and_then(|r| r.strip_prefix('='))
+                .and_then(|v| v.chars().next())
+        })
+    });
+    let in_builtin = builtin.is_some_and(|t| t.lines().any(|l| module_base(l) == m));
+    let in_initrd = initramfs.is_some_and(|l| l.iter().any(|x| module_base(x) == m));
+    let in_dep = dep.is_some_and(|t| {
+        t.lines()
+            .any(|l| module_base(l.split(':').next().unwrap_or("")) == m)
+    });
+    if cfg == Some('y') || in_builtin {
+        "builtin"
+    } else if in_initrd {
+        "initramfs"
+    } else if cfg == Some('m') || in_dep {
+        "module"
+    } else if cfg.is_some() || dep.is_some() {
+        "missing"
+    } else {
+        "unknown"
+    }
 }
 
 /// `kernel/drivers/hv/hv_vmbus.ko.xz` -> `hv_vmbus`.

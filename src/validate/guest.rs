@@ -79,51 +79,6 @@ pub fn default_kernel(l: &LinuxInfo) -> Option<&Kernel> {
     l.kernels.iter().max_by_key(|k| version_key(&k.version))
 }
 
-fn module_base(p: &str) -> String {
-    let b = p.trim().rsplit('/').next().unwrap_or("");
-    let b = b.split(".ko").next().unwrap_or(b);
-    b.replace('-', "_")
-}
-
-/// State of module `m` (config symbol `sym`) from the kernel's files.
-pub fn driver_state(
-    config: Option<&str>,
-    builtin: Option<&str>,
-    dep: Option<&str>,
-    initramfs: Option<&[String]>,
-    m: &str,
-    sym: &str,
-) -> &'static str {
-    let cfg = config.and_then(|t| {
-        t.lines().find_map(|l| {
-            let l = l.trim();
-            if l == format!("# {sym} is not set") {
-                return Some('n');
-            }
-            l.strip_prefix(sym)
-                .and_then(|r| r.strip_prefix('='))
-                .and_then(|v| v.chars().next())
-        })
-    });
-    let in_builtin = builtin.is_some_and(|t| t.lines().any(|l| module_base(l) == m));
-    let in_initrd = initramfs.is_some_and(|l| l.iter().any(|x| module_base(x) == m));
-    let in_dep = dep.is_some_and(|t| {
-        t.lines()
-            .any(|l| module_base(l.split(':').next().unwrap_or("")) == m)
-    });
-    if cfg == Some('y') || in_builtin {
-        "builtin"
-    } else if in_initrd {
-        "initramfs"
-    } else if cfg == Some('m') || in_dep {
-        "module"
-    } else if cfg.is_some() || dep.is_some() {
-        "missing"
-    } else {
-        "unknown"
-    }
-}
-
 /// Read [`KernelFacts`] for the default kernel of an inspected Linux guest.
 pub fn kernel_facts(src: &Arc<dyn BlockSource>, ins: &Inspection) -> Option<KernelFacts> {
     let l = ins.linux.as_ref()?;
@@ -158,7 +113,7 @@ pub fn kernel_facts(src: &Arc<dyn BlockSource>, ins: &Inspection) -> Option<Kern
         .map(|(m, sym)| {
             (
                 m.to_string(),
-                driver_state(
+                crate::guest::linux::driver_state(
                     config.as_deref(),
                     builtin.as_deref(),
                     dep.as_deref(),
