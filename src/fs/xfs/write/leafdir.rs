@@ -11,7 +11,7 @@
 //! drops its leaf entry. A full leaf (which the kernel converts to node form)
 //! is refused.
 
-use super::{entsize, g16, g32, g64, p16, p32, p64, put, XfsWriter, CORE};
+use super::{entsize, g16, g32, g64, p16, p32, p64, put, XfsWriter};
 use crate::error::{Error, Result};
 use crate::fs::xfs::bmap::{data_extents, BmbtIrec};
 use crate::fs::xfs::dir::{da_hashname, XFS_DIR2_LEAF_OFFSET, XFS_DIR3_DATA_MAGIC};
@@ -170,13 +170,6 @@ impl XfsWriter {
                     d.ino
                 )));
             }
-            let nextents = d.di_nextents as usize;
-            if (nextents + 1) * 16 > self.dfork_cap(&raw) {
-                return Err(Error::unsupported(format!(
-                    "xfs directory inode {}: no room for another extent in the inode",
-                    d.ino
-                )));
-            }
             let (agno, agbno, got) = self.alloc(self.ag_of_ino(d.ino), fpd)?;
             if u64::from(got) < fpd {
                 self.free(agno, agbno, got)?;
@@ -195,12 +188,7 @@ impl XfsWriter {
             let mut recs = l.extents.clone();
             recs.push(rec);
             recs.sort_by_key(|r| r.startoff);
-            let cap = self.dfork_cap(&raw);
-            raw[CORE..CORE + cap].fill(0);
-            for (i, r) in recs.iter().enumerate() {
-                put(&mut raw, CORE + i * 16, &r.encode());
-            }
-            Self::set_nextents(&mut raw, recs.len() as u64);
+            self.set_data_fork(&mut raw, &recs)?;
             let nb = g64(&raw, 64) + fpd;
             p64(&mut raw, 64, nb);
             p64(&mut raw, 56, ((idx + 1) * dbs) as u64);

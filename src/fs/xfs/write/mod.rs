@@ -92,6 +92,9 @@ const MAX_EXTLEN: u64 = (1 << 21) - 1;
 const MAX_DEPTH: usize = 256;
 /// Longest symlink target (`XFS_SYMLINK_MAXLEN`).
 const SYMLINK_MAXLEN: usize = 1024;
+/// Most extents the writer gives one file it writes (a file this
+/// fragmented means free space is nearly exhausted).
+const MAX_WRITE_EXTENTS: usize = 1 << 16;
 
 /// Big-endian reads and writes on block buffers (0 / no-op out of range).
 pub(crate) fn g16(b: &[u8], o: usize) -> u16 {
@@ -645,14 +648,13 @@ impl XfsWriter {
     fn store_data(&mut self, raw: &mut [u8], data: &[u8]) -> Result<()> {
         let ino = g64(raw, 152);
         let bs = self.bs();
-        let cap = self.dfork_cap(raw) / 16;
         let mut left = data.len().div_ceil(bs) as u64;
         let mut recs: Vec<BmbtIrec> = Vec::new();
         let mut off = 0u64;
         while left > 0 {
-            if recs.len() >= cap {
+            if recs.len() >= MAX_WRITE_EXTENTS {
                 return Err(Error::unsupported(format!(
-                    "xfs: the file needs more than {cap} extents (free space too fragmented; bmbt-mapped files are not written)"
+                    "xfs: the file would need more than {MAX_WRITE_EXTENTS} extents (free space too fragmented)"
                 )));
             }
             let (agno, agbno, got) = self.alloc(self.ag_of_ino(ino), left)?;
@@ -670,15 +672,39 @@ impl XfsWriter {
             off += u64::from(got);
             left -= u64::from(got);
         }
-        let cap_bytes = self.dfork_cap(raw);
-        raw[CORE..CORE + cap_bytes].fill(0);
+        p64(raw, 64, off);
+        self.set_data_fork(raw, &recs)?;
+        p64(raw, 56, data.len() as u64);
+        Ok(())
+    }
+
+    /// Make the data fork of `raw` map exactly `recs` (sorted by file
+    /// offset, non-overlapping): extents format in the inode when they fit,
+    /// otherwise a B+tree of bmbt blocks. Any bmbt blocks the fork had
+    /// before are freed; `di_nblocks` follows the bmbt blocks (callers
+    /// account for the data blocks themselves).
+    fn set_data_fork(&mut self, raw: &mut [u8], recs: &[BmbtIrec]) -> Result<()> {
+        let cap = self.dfork_cap(raw);
+        if raw[5] == XFS_DINODE_FMT_BTREE {
+            return Err(Error::unsupported(format!(
+                "xfs inode {}: rewriting a data fork mapped by a B+tree (bmbt) is not implemented",
+                g64(raw, 152)
+            )));
+        }
+        if recs.len() * 16 > cap {
+            return Err(Error::unsupported(format!(
+                "xfs inode {}: {} extents do not fit in the inode ({} do) and B+tree (bmbt) forks are not written",
+                g64(raw, 152),
+                recs.len(),
+                cap / 16
+            )));
+        }
+        raw[CORE..CORE + cap].fill(0);
         for (i, r) in recs.iter().enumerate() {
             put(raw, CORE + i * 16, &r.encode());
         }
         raw[5] = XFS_DINODE_FMT_EXTENTS;
         Self::set_nextents(raw, recs.len() as u64);
-        p64(raw, 56, data.len() as u64);
-        p64(raw, 64, off);
         Ok(())
     }
 
