@@ -415,6 +415,11 @@ fn leaf_attrs_1k_inodes() {
 }
 
 #[test]
+fn leaf_attrs_nrext64() {
+    leaf_lifecycle("nrext64", &["-i", "nrext64=1"]);
+}
+
+#[test]
 fn refusals_name_the_reason() {
     if !require(TOOLS) {
         return;

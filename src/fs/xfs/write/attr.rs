@@ -459,6 +459,11 @@ impl XfsWriter {
             }
         }
         let (pos, mut raw) = self.iread(ino)?;
+        if raw[82] == 0 && raw[5] == XFS_DINODE_FMT_BTREE {
+            return Err(Error::unsupported(format!(
+                "xfs inode {ino}: adding an attribute fork next to a B+tree data fork is not implemented"
+            )));
+        }
         let mut f = self.attr_read(ino, &raw)?;
         let was_leaf = f.leaf.is_some();
         let old = f.attrs.iter().position(|a| a.ns == ns && a.name == name);
