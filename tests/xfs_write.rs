@@ -9,13 +9,9 @@ mod common;
 
 use common::xfs::{db_bmap, db_byte, db_field, db_ls, read_bytes, sb_value, xfs_db};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
-use onramp::block::{BlockSource, ExtentKind};
 use onramp::inject::FsAction;
-use onramp::overlay::{Overlay, VolumeDev};
-use onramp::source::raw::RawReader;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
 
@@ -272,28 +268,9 @@ enum M {
 /// Apply `actions` through the library (overlay + VolumeDev), then write the
 /// overlay's data ranges into a sparse copy of `img`.
 fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
-    let base: Arc<dyn BlockSource> = Arc::new(RawReader::open(img).unwrap());
-    let size = base.size();
-    let ov = Arc::new(Overlay::new(base, None));
-    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
-    let log = onramp::fs::write::apply(&dev, "xfs", actions).map_err(|e| e.to_string())?;
-    std::fs::copy(img, out).unwrap();
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
-    for e in ov.map(0, size).unwrap() {
-        if e.kind != ExtentKind::Data {
-            continue;
-        }
-        let mut o = e.offset;
-        while o < e.offset + e.len {
-            let n = (e.offset + e.len - o).min(1 << 20) as usize;
-            let mut buf = vec![0u8; n];
-            ov.read_at(o, &mut buf).unwrap();
-            f.write_all_at(&buf, o).unwrap();
-            o += n as u64;
-        }
-    }
-    Ok(log)
+    common::xfs::with_overlay(img, out, |dev| {
+        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
+    })
 }
 
 #[test]

@@ -92,3 +92,40 @@ pub fn sb_value(img: &Path, field: &str) -> usize {
         .parse()
         .unwrap()
 }
+
+/// Run `f` on a copy-on-write overlay of `img` (a [`VolumeDev`] over the
+/// whole image), then write `img` plus the overlay's data ranges to `out`
+/// (which may be `img` itself).
+pub fn with_overlay<T>(
+    img: &Path,
+    out: &Path,
+    f: impl FnOnce(&onramp::overlay::VolumeDev) -> Result<T, String>,
+) -> Result<T, String> {
+    use onramp::block::{BlockSource, ExtentKind};
+    use onramp::overlay::{Overlay, VolumeDev};
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    let base: Arc<dyn BlockSource> = Arc::new(onramp::source::raw::RawReader::open(img).unwrap());
+    let size = base.size();
+    let ov = Arc::new(Overlay::new(base, None));
+    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
+    let r = f(&dev)?;
+    if img != out {
+        std::fs::copy(img, out).unwrap();
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+    for e in ov.map(0, size).unwrap() {
+        if e.kind != ExtentKind::Data {
+            continue;
+        }
+        let mut o = e.offset;
+        while o < e.offset + e.len {
+            let n = (e.offset + e.len - o).min(1 << 20) as usize;
+            let mut buf = vec![0u8; n];
+            ov.read_at(o, &mut buf).unwrap();
+            file.write_all_at(&buf, o).unwrap();
+            o += n as u64;
+        }
+    }
+    Ok(r)
+}
