@@ -156,3 +156,71 @@ fn new_chunks_without_sparse_inodes() {
 fn new_chunks_without_finobt() {
     full_chunks("nofinobt", &["-m", "finobt=0"]);
 }
+
+/// A 32 MiB filesystem packed with pairs of 7- and 9-block files, whose
+/// 7-block files are then emptied (inodes stay in use): free space is 7-block holes, none holding
+/// an aligned 8-block (64-inode) chunk but each holding an aligned 4-block
+/// run, so new inodes go into sparse chunks (32 inodes, half the hole mask).
+#[test]
+fn sparse_chunks_in_fragmented_free_space() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let (a, b) = (d.join("a.src"), d.join("b.src"));
+    std::fs::write(&a, common::pattern(1, 7 * 4096)).unwrap();
+    std::fs::write(&b, common::pattern(2, 9 * 4096)).unwrap();
+    let mut p = files(d, 2);
+    let pair = |x: &str, y: &str, i: usize| {
+        format!("{x}{i} ---644 0 0 {}\n{y}{i} ---644 0 0 {}\n", s(&a), s(&b))
+    };
+    for i in 0..245 {
+        p += &pair("a", "b", i);
+    }
+    p += "z d--755 0 0\n";
+    for i in 0..172 {
+        p += &pair("c", "d", i);
+    }
+    p += "$\n";
+    let img = mkfs_proto(d, "frag", &p, &[], 32);
+    let freesp = xfs_db(&img, &["freesp -s"]);
+    assert!(
+        !freesp.contains("   8      15"),
+        "fixture is packed: {freesp}"
+    );
+    // Punch the holes (truncating keeps the inodes allocated).
+    let mid = d.join("mid.raw");
+    let mut args: Vec<String> = ["customize", s(&img), s(&mid), "--to", "raw"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    for i in 0..245 {
+        args.extend(["--write".into(), format!("/a{i}:")]);
+    }
+    for i in 0..172 {
+        args.extend(["--write".into(), format!("/z/c{i}:")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    onramp_ok(&args);
+    repair_clean(&mid);
+    let (c0, f0) = inode_counts(&mid);
+    let before = chunks(&mid);
+    assert!(before.iter().all(|c| c.1 == 0), "{before:?}");
+    let (out, inos) = inject(d, &mid, 3, 50);
+    let (icount, ifree) = inode_counts(&out);
+    assert_eq!(icount - ifree, c0 - f0 + 153);
+    let after = chunks(&out);
+    eprintln!("chunks before {before:?}\nchunks after {after:?}");
+    let sparse: Vec<_> = after.iter().filter(|c| c.1 != 0).collect();
+    assert!(!sparse.is_empty(), "no sparse chunk: {after:?}");
+    for c in &sparse {
+        assert_eq!(c.2, 64 - 4 * u64::from(c.1.count_ones()), "{c:?}");
+    }
+    assert_eq!(after.iter().map(|c| c.2).sum::<u64>(), icount);
+    assert!(inos.iter().all(|&i| in_chunks(&after, i)));
+    assert!(inos
+        .iter()
+        .any(|&i| sparse.iter().any(|c| in_chunks(&[**c], i))));
+    assert_eq!(db_cat(&out, "/b7"), common::pattern(2, 9 * 4096));
+}
