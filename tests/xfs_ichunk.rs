@@ -157,6 +157,12 @@ fn new_chunks_without_finobt() {
     full_chunks("nofinobt", &["-m", "finobt=0"]);
 }
 
+/// 1 KiB blocks: two inodes per block, 32-block chunks.
+#[test]
+fn new_chunks_with_1k_blocks() {
+    full_chunks("b1k", &["-b", "size=1024"]);
+}
+
 /// A 32 MiB filesystem packed with pairs of 7- and 9-block files, whose
 /// 7-block files are then emptied (inodes stay in use): free space is 7-block holes, none holding
 /// an aligned 8-block (64-inode) chunk but each holding an aligned 4-block

@@ -72,6 +72,21 @@ fn cut_cost(s: u32, c: u32, a: u32, len: u32) -> u8 {
     }
 }
 
+/// The sparse-chunk hole mask of a chunk whose inodes `first..first+count`
+/// (relative to its first inode) exist: one bit per 4 inodes, set where
+/// there are none.
+fn hole_mask(first: u32, count: u32) -> u16 {
+    let (first, bits) = (
+        first / INODES_PER_HOLEMASK_BIT,
+        count / INODES_PER_HOLEMASK_BIT,
+    );
+    if bits >= 16 {
+        return 0;
+    }
+    let present = ((1u32 << bits) - 1) << first;
+    !(present as u16)
+}
+
 /// The inode-chunk geometry of a filesystem.
 struct ChunkGeo {
     /// Inodes per block.
@@ -318,14 +333,7 @@ impl XfsWriter {
         self.dev.write_at(self.ag_pos(agno, a), &buf)?;
         let count = len * cg.inopb;
         // Hole mask: one bit per 4 inodes, set where the chunk has no blocks.
-        let first = (a - cs) * cg.inopb / INODES_PER_HOLEMASK_BIT;
-        let bits = count / INODES_PER_HOLEMASK_BIT;
-        let present: u32 = if bits >= 16 {
-            0xffff
-        } else {
-            ((1u32 << bits) - 1) << first
-        };
-        let holemask = !present as u16;
+        let holemask = hole_mask((a - cs) * cg.inopb, count);
         let mut rec = [0u8; 16];
         p32(&mut rec, 0, startino);
         if self.sparse {
@@ -365,5 +373,28 @@ impl XfsWriter {
         let icount = g64(&sb, SB_ICOUNT);
         p64(&mut sb, SB_ICOUNT, icount + u64::from(count));
         self.write_meta(0, &mut sb, XFS_SB_CRC_OFF)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole_masks() {
+        assert_eq!(hole_mask(0, 64), 0);
+        // Lower half present (blocks 0..4 of an 8-block chunk, 8 inodes each).
+        assert_eq!(hole_mask(0, 32), 0xff00);
+        assert_eq!(hole_mask(32, 32), 0x00ff);
+        // Inodes 16..32 present: hole mask bits 4..8 clear.
+        assert_eq!(hole_mask(16, 16), 0xff0f);
+    }
+
+    #[test]
+    fn cheapest_cut_first() {
+        assert_eq!(cut_cost(10, 20, 10, 8), 0); // head
+        assert_eq!(cut_cost(10, 20, 22, 8), 0); // tail
+        assert_eq!(cut_cost(10, 20, 16, 8), 1); // middle: one more record
+        assert_eq!(cut_cost(16, 8, 16, 8), 2); // whole: one record fewer
     }
 }
