@@ -168,8 +168,14 @@ impl XfsWriter {
         // (cost, start) of the best cut; per extent the lowest aligned start
         // that fits, and its aligned tail when that is cheaper.
         let mut best: Option<(u8, u32, (u32, u32))> = None;
+        let ag_len = u64::from(g32(&agf, AGF_LENGTH));
         for r in &recs {
             let (s, c) = (g32(r, 0), g32(r, 4));
+            if c == 0 || u64::from(s) + u64::from(c) > ag_len {
+                return Err(Error::corrupt_msg(format!(
+                    "xfs AG {agno}: bnobt record {s}+{c} lies outside the AG ({ag_len} blocks)"
+                )));
+            }
             let end = (u64::from(s) + u64::from(c)).min(u64::from(max));
             let lo = s.max(min).div_ceil(align) * align;
             let mut cands = Vec::with_capacity(2);
