@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::xfs::{db_bmap, db_byte, db_field, db_ls, read_bytes, sb_value, xfs_db};
+use common::xfs::{db_bmap, db_byte, db_cat, db_field, db_ls, sb_value, xfs_db};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
 use onramp::inject::FsAction;
 use std::collections::BTreeMap;
@@ -66,22 +66,6 @@ fn repair_ok(img: &Path) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// File bytes through xfs_db's block map and raw reads.
-fn db_cat(img: &Path, path: &str) -> Vec<u8> {
-    let size: usize = db_field(img, path, "core.size").parse().unwrap();
-    let bs: u64 = sb_value(img, "blocksize") as u64;
-    let mut out = vec![0u8; size];
-    for (off, fsb, n, _) in db_bmap(img, path) {
-        let at = db_byte(img, "fsblock", fsb);
-        let from = (off * bs) as usize;
-        let to = ((off + n) * bs).min(size as u64) as usize;
-        if from < to {
-            out[from..to].copy_from_slice(&read_bytes(img, at, to - from));
-        }
-    }
-    out
 }
 
 fn customize_and_check(name: &str, args: &[&str]) {
