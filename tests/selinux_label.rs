@@ -116,7 +116,7 @@ fn lookup_agrees_with_matchpathcon() {
                 None
             };
             assert_eq!(
-                ours.lookup(p, k).map(str::to_string),
+                ours.lookup(p, k).unwrap().map(str::to_string),
                 theirs,
                 "{p} ({m}): matchpathcon says {out:?}"
             );

@@ -34,6 +34,7 @@ use crate::error::Result;
 use crate::fs::{read_guest_file, resolve, FileSystem, FileType};
 use crate::limits::MAX_FILE_CONTEXTS_BYTES;
 use regex::{Regex, RegexBuilder};
+use std::sync::OnceLock;
 
 /// SELinux state of the guest from `/etc/selinux/config`: (`SELINUX=` mode in
 /// lower case, `SELINUXTYPE=` policy name). `None` when the file is absent.
@@ -94,10 +95,64 @@ impl Kind {
 }
 
 struct Spec {
-    re: Regex,
+    /// The regex as written.
+    pattern: String,
+    /// "file:line", for messages.
+    origin: String,
+    /// Text every match starts with: specs whose prefix the path lacks are
+    /// skipped without compiling their regex.
+    prefix: String,
+    /// Compiled on first use (a real policy has thousands of lines; a plan
+    /// needs a few of them).
+    re: OnceLock<std::result::Result<Regex, String>>,
     kind: Option<Kind>,
     /// `None` for `<<none>>`.
     context: Option<String>,
+}
+
+impl Spec {
+    fn regex(&self) -> &std::result::Result<Regex, String> {
+        self.re.get_or_init(|| {
+            RegexBuilder::new(&format!("^{}$", self.pattern))
+                .size_limit(1 << 20)
+                .dfa_size_limit(1 << 20)
+                .build()
+                .map_err(|e| e.to_string().lines().last().unwrap_or("").to_string())
+        })
+    }
+}
+
+/// The literal text every match of `re` (anchored at its start) begins with:
+/// the characters before the first meta character or backslash, minus the
+/// last one when a `?`, `*` or `{` makes it optional; empty when the regex has
+/// an alternation `|` outside parentheses.
+fn literal_prefix(re: &str) -> String {
+    let (mut depth, mut class, mut esc) = (0usize, false, false);
+    for c in re.chars() {
+        match (esc, class, c) {
+            (true, _, _) => esc = false,
+            (_, _, '\\') => esc = true,
+            (_, true, ']') => class = false,
+            (_, true, _) => {}
+            (_, _, '[') => class = true,
+            (_, _, '(') => depth = depth.saturating_add(1),
+            (_, _, ')') => depth = depth.saturating_sub(1),
+            (_, _, '|') if depth == 0 => return String::new(),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    for c in re.chars() {
+        match c {
+            '?' | '*' | '{' => {
+                out.pop();
+                break;
+            }
+            '.' | '^' | '$' | '+' | '|' | '[' | '(' | '\\' => break,
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// A loaded file_contexts database.
@@ -107,7 +162,7 @@ pub struct FileContexts {
     /// `file_contexts.subs` and `.subs_dist`, each with the last line first.
     subs: Vec<(String, String)>,
     dist_subs: Vec<(String, String)>,
-    /// Lines skipped (unparsable, or a regex the `regex` crate cannot compile).
+    /// Lines skipped (not `REGEX [TYPE] CONTEXT`, or an unknown TYPE).
     pub skipped: Vec<String>,
 }
 
@@ -189,22 +244,11 @@ impl FileContexts {
                         continue;
                     }
                 };
-                let compiled = RegexBuilder::new(&format!("^{re}$"))
-                    .size_limit(1 << 20)
-                    .dfa_size_limit(1 << 20)
-                    .build();
-                let re_c = match compiled {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let first = e.to_string().lines().last().unwrap_or("").to_string();
-                        skipped.push(format!(
-                            "{name}:{lineno}: regex {re:?} not supported ({first})"
-                        ));
-                        continue;
-                    }
-                };
                 let spec = Spec {
-                    re: re_c,
+                    pattern: re.to_string(),
+                    origin: format!("{name}:{lineno}"),
+                    prefix: literal_prefix(re),
+                    re: OnceLock::new(),
                     kind,
                     context: (ctx != "<<none>>").then(|| ctx.to_string()),
                 };
@@ -261,18 +305,31 @@ impl FileContexts {
     }
 
     /// The context for `path` of type `kind`: `None` when no entry matches or
-    /// the winning entry is `<<none>>` (libselinux `selabel_lookup` ENOENT).
-    pub fn lookup(&self, path: &str, kind: Kind) -> Option<&str> {
+    /// the winning entry is `<<none>>` (libselinux `selabel_lookup` ENOENT);
+    /// `Err` naming the line when a spec that could win has a regex the
+    /// `regex` crate does not support (look-around, back-references).
+    pub fn lookup(&self, path: &str, kind: Kind) -> std::result::Result<Option<&str>, String> {
         // selabel_sub_key: .subs first, then .subs_dist on its result.
         let key = match sub(&self.subs, path) {
             Some(p) => sub(&self.dist_subs, &p).unwrap_or(p),
             None => sub(&self.dist_subs, path).unwrap_or_else(|| path.to_string()),
         };
-        self.specs
-            .iter()
-            .rev()
-            .find(|s| s.kind.is_none_or(|k| k == kind) && s.re.is_match(&key))
-            .and_then(|s| s.context.as_deref())
+        for s in self.specs.iter().rev() {
+            if !s.kind.is_none_or(|k| k == kind) || !key.starts_with(&s.prefix) {
+                continue;
+            }
+            match s.regex() {
+                Ok(re) if re.is_match(&key) => return Ok(s.context.as_deref()),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "{}: regex {:?} not supported ({e})",
+                        s.origin, s.pattern
+                    ))
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -377,12 +434,13 @@ pub fn label(
     }
     let mut acts = Vec::new();
     let mut unlabelled = Vec::new();
+    let mut unknown = None;
     for (path, kind) in created(fs, actions)? {
         if explicit.contains(&path) {
             continue;
         }
         match fc.lookup(&path, kind) {
-            Some(ctx) => {
+            Ok(Some(ctx)) => {
                 let mut value = ctx.as_bytes().to_vec();
                 value.push(0);
                 acts.push(FsAction::SetXattr {
@@ -391,7 +449,11 @@ pub fn label(
                     value,
                 });
             }
-            None => unlabelled.push(path),
+            Ok(None) => unlabelled.push(path),
+            Err(e) => {
+                unknown.get_or_insert(e);
+                unlabelled.push(path);
+            }
         }
     }
     let n = acts.len();
@@ -407,11 +469,14 @@ pub fn label(
     if !unlabelled.is_empty() {
         let shown: Vec<&str> = unlabelled.iter().take(5).map(String::as_str).collect();
         why += &format!(
-            "; {} have no entry or <<none>> ({}{})",
+            "; {} have no entry, <<none>> or an unsupported regex ({}{})",
             unlabelled.len(),
             shown.join(", "),
             if unlabelled.len() > 5 { ", ..." } else { "" }
         );
+    }
+    if let Some(e) = unknown {
+        why += &format!("; {e}");
     }
     if !fc.skipped.is_empty() {
         why += &format!(
@@ -445,7 +510,7 @@ mod tests {
     #[test]
     fn libselinux_order_rules() {
         let fc = FileContexts::parse(&[("fc", FC)], "/web /srv/www\n", "/srv/www /usr/bin\n");
-        let l = |p, k| fc.lookup(p, k);
+        let l = |p, k| fc.lookup(p, k).unwrap();
         assert_eq!(
             l("/usr/bin/x", Kind::File),
             Some("system_u:object_r:bin_t:s0")
@@ -481,7 +546,14 @@ mod tests {
             l("/webx", Kind::File),
             Some("system_u:object_r:default_t:s0")
         );
-        assert_eq!(fc.skipped.len(), 1, "{:?}", fc.skipped);
+        assert!(fc.lookup("/badx", Kind::File).is_err());
+        assert!(fc.skipped.is_empty(), "{:?}", fc.skipped);
+        assert_eq!(literal_prefix("/usr/lib/systemd(/.*)?"), "/usr/lib/systemd");
+        assert_eq!(literal_prefix("/usr/bin/ab?c"), "/usr/bin/a");
+        assert_eq!(literal_prefix("/etc/x\\.d"), "/etc/x");
+        assert_eq!(literal_prefix("/a/(b|c)"), "/a/");
+        assert_eq!(literal_prefix("/a/b|/c"), "");
+        assert_eq!(literal_prefix("/a/[|]x"), "/a/");
         assert!(has_meta("/a.b") && !has_meta("/a\\.b") && !has_meta("/usr/bin"));
     }
 
