@@ -92,3 +92,83 @@ pub fn sb_value(img: &Path, field: &str) -> usize {
         .parse()
         .unwrap()
 }
+
+/// Apply `actions` to the XFS filesystem in `img` through the library
+/// (overlay + VolumeDev, as `onramp customize` does) and write the changed
+/// ranges back into `img`. On error `img` is left untouched.
+pub fn apply_in_place(
+    img: &Path,
+    actions: &[onramp::inject::FsAction],
+) -> Result<Vec<String>, String> {
+    use onramp::block::{BlockSource, ExtentKind};
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    let base: Arc<dyn BlockSource> = Arc::new(onramp::source::raw::RawReader::open(img).unwrap());
+    let size = base.size();
+    let ov = Arc::new(onramp::overlay::Overlay::new(base, None));
+    let dev = onramp::overlay::VolumeDev::range(ov.clone(), 0, size).unwrap();
+    let log = onramp::fs::write::apply(&dev, "xfs", actions).map_err(|e| e.to_string())?;
+    let mut changed = Vec::new();
+    for e in ov.map(0, size).unwrap() {
+        if e.kind == ExtentKind::Data {
+            let mut buf = vec![0u8; e.len as usize];
+            ov.read_at(e.offset, &mut buf).unwrap();
+            changed.push((e.offset, buf));
+        }
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    for (at, buf) in changed {
+        f.write_all_at(&buf, at).unwrap();
+    }
+    Ok(log)
+}
+
+/// `xfs_repair -n` exits 0 and reports nothing it would fix or recount
+/// (`-o force_geometry` for single-AG filesystems, which it cannot otherwise
+/// cross-check).
+pub fn repair_clean(img: &Path) {
+    let mut args = vec!["-n"];
+    if sb_value(img, "agcount") == 1 {
+        args.extend(["-o", "force_geometry"]);
+    }
+    args.push(s(img));
+    let o = super::run_output("xfs_repair", &args);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let bad = out
+        .lines()
+        .any(|l| l.contains("would") || l.contains("counted") || l.contains("bad "));
+    assert!(
+        o.status.success() && !bad,
+        "xfs_repair -n {}:\n{out}",
+        img.display()
+    );
+}
+
+/// A numeric field of AG `agno`'s AGF or AGI (`xfs_db -c "agf 0" -c "print bnolevel"`).
+pub fn ag_value(img: &Path, hdr: &str, agno: u32, field: &str) -> u64 {
+    let out = xfs_db(img, &[&format!("{hdr} {agno}"), &format!("print {field}")]);
+    out.split(" = ")
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db {hdr} {agno} print {field}: {out}"))
+}
+
+/// File bytes through xfs_db's block map and raw reads.
+pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
+    let size: usize = db_field(img, path, "core.size").parse().unwrap();
+    let bs: u64 = sb_value(img, "blocksize") as u64;
+    let mut out = vec![0u8; size];
+    for (off, fsb, n, _) in db_bmap(img, path) {
+        let at = db_byte(img, "fsblock", fsb);
+        let from = (off * bs) as usize;
+        let to = ((off + n) * bs).min(size as u64) as usize;
+        if from < to {
+            out[from..to].copy_from_slice(&read_bytes(img, at, to - from));
+        }
+    }
+    out
+}

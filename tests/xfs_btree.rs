@@ -1,0 +1,256 @@
+//! XFS writer: the allocation-group B+trees grow and shrink and a nearly
+//! full filesystem fails cleanly. Judged by xfsprogs: `xfs_repair -n` must be
+//! clean after every step (nothing it would fix, no counter it would
+//! recount), `xfs_db` reads the tree heights from the AGF/AGI and reads back
+//! the files.
+//!
+//! Fixtures are 64 MiB `mkfs.xfs -p protofile` images (below mkfs.xfs's
+//! 300 MB floor, which it lifts for test environments: `TEST_DIR`,
+//! `TEST_DEV` and `QA_CHECK_FS` set, as fstests does).
+
+mod common;
+
+use common::xfs::{ag_value, apply_in_place, db_cat, db_ls, repair_clean, sb_value, xfs_db};
+use common::{pattern, require, s, tempdir};
+use onramp::inject::FsAction;
+use std::path::{Path, PathBuf};
+
+const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
+
+/// A 64 MiB image from `proto` (protofile body after the boot line).
+fn small_image(dir: &Path, name: &str, args: &[&str], proto: &str) -> PathBuf {
+    let pf = dir.join(format!("{name}.proto"));
+    std::fs::write(&pf, format!("/dummy\n0 0\nd--755 0 0\n{proto}$\n")).unwrap();
+    let img = dir.join(format!("{name}.img"));
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let o = std::process::Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-p", s(&pf)])
+        .args(args)
+        .arg(&img)
+        .env("TEST_DIR", dir)
+        .env("TEST_DEV", &img)
+        .env("QA_CHECK_FS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    repair_clean(&img);
+    img
+}
+
+fn write(path: &str, data: Vec<u8>) -> FsAction {
+    FsAction::WriteFile {
+        path: path.into(),
+        data,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn delete(path: &str) -> FsAction {
+    FsAction::Delete { path: path.into() }
+}
+
+#[test]
+fn free_space_trees_split_and_collapse() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let src = dir.path().join("one.src");
+    std::fs::write(&src, pattern(5, 4096)).unwrap();
+    // Four leaf-form directories of 320 one-block files, one AG.
+    let mut p = String::new();
+    for d in 0..4 {
+        p += &format!("d{d} d--755 0 0\n");
+        for f in 0..320 {
+            p += &format!("f{f:03} ---644 0 0 {}\n", s(&src));
+        }
+        p += "$\n";
+    }
+    let img = small_image(dir.path(), "frag", &["-d", "agcount=1"], &p);
+    assert_eq!(ag_value(&img, "agf", 0, "bnolevel"), 1);
+
+    // Every other file goes: 640 one-block holes.
+    let actions: Vec<FsAction> = (0..4)
+        .flat_map(|d| {
+            (1..320)
+                .step_by(2)
+                .map(move |f| delete(&format!("/d{d}/f{f:03}")))
+        })
+        .collect();
+    apply_in_place(&img, &actions).unwrap();
+    repair_clean(&img);
+    let (bno, cnt) = (
+        ag_value(&img, "agf", 0, "bnolevel"),
+        ag_value(&img, "agf", 0, "cntlevel"),
+    );
+    eprintln!(
+        "after 640 frees: bnolevel {bno} cntlevel {cnt} btreeblks {} flcount {}",
+        ag_value(&img, "agf", 0, "btreeblks"),
+        ag_value(&img, "agf", 0, "flcount")
+    );
+    assert!(bno >= 2 && cnt >= 2, "bnolevel {bno}, cntlevel {cnt}");
+    assert!(ag_value(&img, "agf", 0, "btreeblks") >= 2);
+    assert_eq!(db_ls(&img, "/d2").len(), 160);
+    assert_eq!(db_cat(&img, "/d3/f318"), pattern(5, 4096));
+
+    // A big file takes the large free extent, then 16-block files are
+    // assembled from the holes: the trees shrink back to one level.
+    let bs = sb_value(&img, "blocksize") as u64;
+    let longest = ag_value(&img, "agf", 0, "longest");
+    let big = pattern(6, ((longest - 40) * bs) as usize);
+    apply_in_place(&img, &[write("/big", big.clone())]).unwrap();
+    repair_clean(&img);
+    let mut actions = Vec::new();
+    for i in 0..36u64 {
+        actions.push(write(&format!("/n{i:02}"), pattern(100 + i, 16 * 4096)));
+    }
+    apply_in_place(&img, &actions).unwrap();
+    repair_clean(&img);
+    let (bno, cnt) = (
+        ag_value(&img, "agf", 0, "bnolevel"),
+        ag_value(&img, "agf", 0, "cntlevel"),
+    );
+    eprintln!(
+        "after refill: bnolevel {bno} cntlevel {cnt} flcount {} freeblks {}",
+        ag_value(&img, "agf", 0, "flcount"),
+        ag_value(&img, "agf", 0, "freeblks")
+    );
+    assert_eq!((bno, cnt), (1, 1), "trees did not collapse");
+    assert_eq!(ag_value(&img, "agf", 0, "btreeblks"), 0);
+    assert_eq!(db_cat(&img, "/big"), big);
+    for i in [0u64, 17, 35] {
+        assert_eq!(
+            db_cat(&img, &format!("/n{i:02}")),
+            pattern(100 + i, 16 * 4096)
+        );
+    }
+    // Freeing everything again splits the trees once more.
+    let actions: Vec<FsAction> = (0..36).map(|i| delete(&format!("/n{i:02}"))).collect();
+    apply_in_place(&img, &actions).unwrap();
+    repair_clean(&img);
+    assert!(ag_value(&img, "agf", 0, "bnolevel") >= 2);
+}
+
+#[test]
+fn nearly_full_filesystem_says_no_space() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = small_image(dir.path(), "full", &[], "etc d--755 0 0\n$\n");
+    let bs = sb_value(&img, "blocksize") as u64;
+    let ags = sb_value(&img, "agcount") as u64;
+    let fd = sb_value(&img, "fdblocks") as u64;
+    // Leave about 1 MiB free.
+    let big = pattern(7, ((fd - 256) * bs) as usize);
+    apply_in_place(&img, &[write("/big", big.clone())]).unwrap();
+    repair_clean(&img);
+    let mut written = Vec::new();
+    let mut err = String::new();
+    for (i, size) in std::iter::repeat_n(64 << 10, 40)
+        .chain(std::iter::repeat_n(4096, 40))
+        .enumerate()
+    {
+        let path = format!("/etc/f{i:02}");
+        match apply_in_place(&img, &[write(&path, pattern(i as u64, size))]) {
+            Ok(_) => {
+                repair_clean(&img);
+                written.push((path, i, size));
+            }
+            Err(e) if size == 4096 => {
+                err = e;
+                break;
+            }
+            Err(e) => {
+                assert!(e.contains("no space"), "{e}");
+            }
+        }
+    }
+    eprintln!("{} files written, then: {err}", written.len());
+    assert!(err.contains("no space"), "{err}");
+    assert!(written.len() > 10, "{written:?}");
+    // The failed step left the image as it was; what was written reads back.
+    repair_clean(&img);
+    let fd = sb_value(&img, "fdblocks") as u64;
+    assert!(fd >= 8 * ags && fd < 8 * ags + 64, "fdblocks {fd}");
+    for (path, i, size) in &written {
+        assert_eq!(&db_cat(&img, path), &pattern(*i as u64, *size), "{path}");
+    }
+    assert_eq!(db_cat(&img, "/big"), big);
+    // Deleting the big file gives the space back.
+    apply_in_place(&img, &[delete("/big")]).unwrap();
+    repair_clean(&img);
+    assert!(sb_value(&img, "fdblocks") as u64 > fd + (big.len() as u64 / bs) - 64);
+}
+
+#[test]
+fn finobt_splits_and_collapses() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let empty = dir.path().join("empty.src");
+    std::fs::write(&empty, b"").unwrap();
+    // 42 leaf-form directories of 410 empty files: about 270 full chunks.
+    let mut p = String::new();
+    for d in 0..42 {
+        p += &format!("d{d:02} d--755 0 0\n");
+        for f in 0..410 {
+            p += &format!("f{f:03} ---644 0 0 {}\n", s(&empty));
+        }
+        p += "$\n";
+    }
+    let img = small_image(
+        dir.path(),
+        "ino",
+        &["-d", "agcount=1", "-i", "size=512"],
+        &p,
+    );
+    assert!(ag_value(&img, "agi", 0, "level") >= 2);
+    assert_eq!(ag_value(&img, "agi", 0, "free_level"), 1);
+    // One file of every inode chunk goes: every chunk gets a finobt record.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut actions = Vec::new();
+    let mut gone = [0usize; 42];
+    for (d, g) in gone.iter_mut().enumerate() {
+        for (name, ino) in db_ls(&img, &format!("/d{d:02}")) {
+            if seen.insert(ino / 64) {
+                actions.push(delete(&format!("/d{d:02}/{name}")));
+                *g += 1;
+            }
+        }
+    }
+    assert!(actions.len() > 260, "{}", actions.len());
+    eprintln!(
+        "{} chunks, inobt level {}",
+        actions.len(),
+        ag_value(&img, "agi", 0, "level")
+    );
+    apply_in_place(&img, &actions).unwrap();
+    repair_clean(&img);
+    eprintln!(
+        "finobt level {} after freeing one inode per chunk, fblocks {}",
+        ag_value(&img, "agi", 0, "free_level"),
+        ag_value(&img, "agi", 0, "fino_blocks")
+    );
+    assert!(ag_value(&img, "agi", 0, "free_level") >= 2);
+    // Refill the holes: chunks fill up, the finobt merges back to one level.
+    let n = actions.len();
+    let actions: Vec<FsAction> = (0..n)
+        .map(|i| write(&format!("/d{:02}/new{i:03}", i % 42), vec![]))
+        .collect();
+    apply_in_place(&img, &actions).unwrap();
+    repair_clean(&img);
+    assert_eq!(ag_value(&img, "agi", 0, "free_level"), 1);
+    assert_eq!(ag_value(&img, "agi", 0, "fino_blocks"), 1);
+    let added = (0..n).filter(|i| i % 42 == 7).count();
+    assert_eq!(db_ls(&img, "/d07").len(), 410 - gone[7] + added);
+    assert!(db_ls(&img, "/d07").iter().any(|e| e.0 == "new007"));
+    let out = xfs_db(&img, &["agi 0", "print freecount"]);
+    assert!(out.contains("freecount = "), "{out}");
+}
