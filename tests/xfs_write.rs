@@ -7,17 +7,11 @@
 
 mod common;
 
-use common::xfs::{
-    apply_in_place, db_bmap, db_byte, db_cat, db_field, db_ls, read_bytes, sb_value, xfs_db,
-};
+use common::xfs::{apply_in_place, db_bmap, db_byte, db_cat, db_field, db_ls, sb_value, xfs_db};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
-use onramp::block::{BlockSource, ExtentKind};
 use onramp::inject::FsAction;
-use onramp::overlay::{Overlay, VolumeDev};
-use onramp::source::raw::RawReader;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
 
