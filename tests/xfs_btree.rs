@@ -54,33 +54,68 @@ fn delete(path: &str) -> FsAction {
     FsAction::Delete { path: path.into() }
 }
 
-#[test]
-fn free_space_trees_split_and_collapse() {
+/// One AG of `dirs` leaf-form directories of `per_dir` one-block files;
+/// every other file is deleted (the free-space trees grow to at least
+/// `levels` levels), then a big file and 16-block files consume the holes
+/// (the trees merge back to one level), then those files are deleted again.
+fn fragment_and_refill(bs: usize, dirs: usize, per_dir: usize, levels: u64) {
     if !require(TOOLS) {
         return;
     }
     let dir = tempdir();
     let src = dir.path().join("one.src");
-    std::fs::write(&src, pattern(5, 4096)).unwrap();
-    // Four leaf-form directories of 320 one-block files, one AG.
+    std::fs::write(&src, pattern(5, bs)).unwrap();
     let mut p = String::new();
-    for d in 0..4 {
-        p += &format!("d{d} d--755 0 0\n");
-        for f in 0..320 {
+    for d in 0..dirs {
+        p += &format!("d{d:02} d--755 0 0\n");
+        for f in 0..per_dir {
             p += &format!("f{f:03} ---644 0 0 {}\n", s(&src));
         }
         p += "$\n";
     }
-    let img = small_image(dir.path(), "frag", &["-d", "agcount=1"], &p);
+    let bsz = bs.to_string();
+    let args = ["-d", "agcount=1", "-b", &format!("size={bsz}")];
+    let img = small_image(dir.path(), "frag", &args, &p);
     assert_eq!(ag_value(&img, "agf", 0, "bnolevel"), 1);
 
-    // Every other file goes: 640 one-block holes.
-    let actions: Vec<FsAction> = (0..4)
+    // Every other file goes: one-block holes.
+    let actions: Vec<FsAction> = (0..dirs)
         .flat_map(|d| {
-            (1..320)
+            (1..per_dir)
                 .step_by(2)
-                .map(move |f| delete(&format!("/d{d}/f{f:03}")))
+                .map(move |f| delete(&format!("/d{d:02}/f{f:03}")))
         })
+        .collect();
+    let holes = actions.len() as u64;
+    apply_in_place(&img, &actions).unwrap();
+    repair_clean(&img);
+    let (bno, cnt) = (
+        ag_value(&img, "agf", 0, "bnolevel"),
+        ag_value(&img, "agf", 0, "cntlevel"),
+    );
+    eprintln!(
+        "{holes} holes in {bs}-byte blocks: bnolevel {bno} cntlevel {cnt} btreeblks {} flcount {}",
+        ag_value(&img, "agf", 0, "btreeblks"),
+        ag_value(&img, "agf", 0, "flcount")
+    );
+    assert!(
+        bno >= levels && cnt >= levels,
+        "bnolevel {bno}, cntlevel {cnt}"
+    );
+    assert!(ag_value(&img, "agf", 0, "btreeblks") >= 2);
+    assert_eq!(db_ls(&img, "/d01").len(), per_dir - per_dir / 2);
+    assert_eq!(db_cat(&img, "/d00/f002"), pattern(5, bs));
+
+    // A big file takes the large free extent, then 16-block files are
+    // assembled from the holes: the trees shrink back to one level.
+    let longest = ag_value(&img, "agf", 0, "longest");
+    let big = pattern(6, (longest as usize - 40) * bs);
+    apply_in_place(&img, &[write("/big", big.clone())]).unwrap();
+    repair_clean(&img);
+    let n = (holes - 20) / 16;
+    let name = |i: u64| format!("/d{:02}/n{i:03}", i % dirs as u64);
+    let actions: Vec<FsAction> = (0..n)
+        .map(|i| write(&name(i), pattern(100 + i, 16 * bs)))
         .collect();
     apply_in_place(&img, &actions).unwrap();
     repair_clean(&img);
@@ -89,51 +124,31 @@ fn free_space_trees_split_and_collapse() {
         ag_value(&img, "agf", 0, "cntlevel"),
     );
     eprintln!(
-        "after 640 frees: bnolevel {bno} cntlevel {cnt} btreeblks {} flcount {}",
-        ag_value(&img, "agf", 0, "btreeblks"),
-        ag_value(&img, "agf", 0, "flcount")
-    );
-    assert!(bno >= 2 && cnt >= 2, "bnolevel {bno}, cntlevel {cnt}");
-    assert!(ag_value(&img, "agf", 0, "btreeblks") >= 2);
-    assert_eq!(db_ls(&img, "/d2").len(), 160);
-    assert_eq!(db_cat(&img, "/d3/f318"), pattern(5, 4096));
-
-    // A big file takes the large free extent, then 16-block files are
-    // assembled from the holes: the trees shrink back to one level.
-    let bs = sb_value(&img, "blocksize") as u64;
-    let longest = ag_value(&img, "agf", 0, "longest");
-    let big = pattern(6, ((longest - 40) * bs) as usize);
-    apply_in_place(&img, &[write("/big", big.clone())]).unwrap();
-    repair_clean(&img);
-    let mut actions = Vec::new();
-    for i in 0..36u64 {
-        actions.push(write(&format!("/n{i:02}"), pattern(100 + i, 16 * 4096)));
-    }
-    apply_in_place(&img, &actions).unwrap();
-    repair_clean(&img);
-    let (bno, cnt) = (
-        ag_value(&img, "agf", 0, "bnolevel"),
-        ag_value(&img, "agf", 0, "cntlevel"),
-    );
-    eprintln!(
-        "after refill: bnolevel {bno} cntlevel {cnt} flcount {} freeblks {}",
+        "{n} files later: bnolevel {bno} cntlevel {cnt} flcount {} freeblks {}",
         ag_value(&img, "agf", 0, "flcount"),
         ag_value(&img, "agf", 0, "freeblks")
     );
     assert_eq!((bno, cnt), (1, 1), "trees did not collapse");
     assert_eq!(ag_value(&img, "agf", 0, "btreeblks"), 0);
     assert_eq!(db_cat(&img, "/big"), big);
-    for i in [0u64, 17, 35] {
-        assert_eq!(
-            db_cat(&img, &format!("/n{i:02}")),
-            pattern(100 + i, 16 * 4096)
-        );
+    for i in [0, n / 2, n - 1] {
+        assert_eq!(db_cat(&img, &name(i)), pattern(100 + i, 16 * bs));
     }
-    // Freeing everything again splits the trees once more.
-    let actions: Vec<FsAction> = (0..36).map(|i| delete(&format!("/n{i:02}"))).collect();
+    // Freeing them again splits the trees once more.
+    let actions: Vec<FsAction> = (0..n).map(|i| delete(&name(i))).collect();
     apply_in_place(&img, &actions).unwrap();
     repair_clean(&img);
     assert!(ag_value(&img, "agf", 0, "bnolevel") >= 2);
+}
+
+#[test]
+fn free_space_trees_split_and_collapse() {
+    fragment_and_refill(4096, 4, 320, 2);
+}
+
+#[test]
+fn free_space_trees_of_1k_blocks_grow_to_three_levels() {
+    fragment_and_refill(1024, 99, 110, 3);
 }
 
 #[test]

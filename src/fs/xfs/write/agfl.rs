@@ -173,8 +173,7 @@ impl XfsWriter {
             let need = self.min_freelist(&agf);
             let have = g32(&agf, AGF_FLCOUNT);
             if have < need {
-                let (root, lv) = self.bt_root(&CNT, agno)?;
-                let Some(r) = self.bt_records(&CNT, agno, root, lv)?.into_iter().next() else {
+                let Some(r) = self.bt_seek(&CNT, agno, (0, 0))?.1 else {
                     return Ok(());
                 };
                 let bno = self.ext_take(agno, (g32(&r, 0), g32(&r, 4)), 1)?;
@@ -232,11 +231,7 @@ impl XfsWriter {
 
     /// Add `dfree` to `agf_freeblks` and recompute `agf_longest`.
     fn agf_free_delta(&mut self, agno: u32, dfree: i64) -> Result<()> {
-        let (root, lv) = self.bt_root(&CNT, agno)?;
-        let longest = self
-            .bt_records(&CNT, agno, root, lv)?
-            .last()
-            .map_or(0, |r| g32(r, 4));
+        let longest = self.bt_last(&CNT, agno)?.map_or(0, |r| g32(&r, 4));
         let (pos, mut agf) = self.agf(agno)?;
         let free = i64::from(g32(&agf, AGF_FREEBLKS)) + dfree;
         p32(&mut agf, AGF_FREEBLKS, u32::try_from(free).unwrap_or(0));
@@ -264,15 +259,10 @@ impl XfsWriter {
     /// Return `len` blocks at `agbno` to free space, merging with neighbours.
     pub(super) fn ext_give(&mut self, agno: u32, agbno: u32, len: u32) -> Result<()> {
         let end = agbno + len;
-        let (root, lv) = self.bt_root(&BNO, agno)?;
         // The free extents around `agbno`: the last one starting before it and the next one.
-        let recs = self.bt_records(&BNO, agno, root, lv)?;
-        let idx = recs.partition_point(|r| g32(r, 0) < agbno);
-        let prev = idx
-            .checked_sub(1)
-            .and_then(|i| recs.get(i))
-            .map(|r| (g32(r, 0), g32(r, 4)));
-        let next = recs.get(idx).map(|r| (g32(r, 0), g32(r, 4)));
+        let (prev, next) = self.bt_seek(&BNO, agno, (u64::from(agbno), 0))?;
+        let ext = |r: Vec<u8>| (g32(&r, 0), g32(&r, 4));
+        let (prev, next) = (prev.map(ext), next.map(ext));
         if prev.is_some_and(|(s, c)| s + c > agbno) || next.is_some_and(|(s, _)| s < end) {
             return Err(Error::corrupt_msg(format!(
                 "xfs: blocks {agno}/{agbno}+{len} are already free"
@@ -337,13 +327,12 @@ impl XfsWriter {
         if want == 0 {
             return Ok(None);
         }
-        let (root, lv) = self.bt_root(&CNT, agno)?;
-        let recs = self.bt_records(&CNT, agno, root, lv)?;
-        let ext = recs
-            .iter()
-            .map(|r| (g32(r, 0), g32(r, 4)))
-            .find(|&(_, c)| c >= want)
-            .or_else(|| recs.last().map(|r| (g32(r, 0), g32(r, 4))));
+        // Best fit: the smallest extent that holds `want`, else the largest.
+        let ext = match self.bt_seek(&CNT, agno, (u64::from(want), 0))?.1 {
+            Some(r) => Some(r),
+            None => self.bt_last(&CNT, agno)?,
+        }
+        .map(|r| (g32(&r, 0), g32(&r, 4)));
         let Some(ext) = ext.filter(|e| e.1 > 0) else {
             return Ok(None);
         };

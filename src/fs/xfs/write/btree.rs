@@ -610,6 +610,54 @@ impl XfsWriter {
         self.bt_free_block(t, agno, root.bno)
     }
 
+    /// The records just before `key` and at or after it (current tree).
+    pub fn bt_seek(
+        &self,
+        t: &Tree,
+        agno: u32,
+        key: Key,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+        let (root, levels) = self.bt_root(t, agno)?;
+        let path = self.bt_lookup(t, agno, root, levels, key)?;
+        let (bno, i) = *path.last().ok_or_else(|| Error::invalid("empty path"))?;
+        let b = self.blk_read(t, agno, bno, 0)?;
+        let prev = match i.checked_sub(1) {
+            Some(j) => b.ents.get(j).cloned(),
+            None if b.left != NULLAGBLOCK => self.blk_read(t, agno, b.left, 0)?.ents.pop(),
+            None => None,
+        };
+        let next = match b.ents.get(i) {
+            Some(e) => Some(e.clone()),
+            None if b.right != NULLAGBLOCK => {
+                self.blk_read(t, agno, b.right, 0)?.ents.into_iter().next()
+            }
+            None => None,
+        };
+        Ok((prev, next))
+    }
+
+    /// The last record of the tree (current tree), if any.
+    pub fn bt_last(&self, t: &Tree, agno: u32) -> Result<Option<Vec<u8>>> {
+        let (mut bno, levels) = self.bt_root(t, agno)?;
+        if levels == 0 || levels > MAX_LEVELS {
+            return Err(Error::corrupt_msg(format!(
+                "xfs AG {agno}: {} has {levels} levels",
+                t.name
+            )));
+        }
+        for lv in (1..levels).rev() {
+            let b = self.blk_read(t, agno, bno, lv)?;
+            let Some(e) = b.ents.last() else {
+                return Err(Error::corrupt_msg(format!(
+                    "xfs AG {agno}: empty {} node {bno}",
+                    t.name
+                )));
+            };
+            bno = g32(e, t.keylen);
+        }
+        Ok(self.blk_read(t, agno, bno, 0)?.ents.pop())
+    }
+
     /// Every record of the tree, in key order (leftmost leaf, then right siblings).
     pub fn bt_records(&self, t: &Tree, agno: u32, root: u32, levels: u32) -> Result<Vec<Vec<u8>>> {
         if levels == 0 || levels > MAX_LEVELS {
