@@ -139,6 +139,9 @@ struct Blk {
     raw: Vec<u8>,
 }
 
+/// The records on either side of a key: (before, at or after).
+pub type Around = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Where a tree's root, level and (optional) block count live in the AG
 /// headers: (in the AGI?, root offset, level offset, block count offset).
 type Slot = (bool, usize, usize, Option<usize>);
@@ -611,12 +614,7 @@ impl XfsWriter {
     }
 
     /// The records just before `key` and at or after it (current tree).
-    pub fn bt_seek(
-        &self,
-        t: &Tree,
-        agno: u32,
-        key: Key,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    pub fn bt_seek(&self, t: &Tree, agno: u32, key: Key) -> Result<Around> {
         let (root, levels) = self.bt_root(t, agno)?;
         let path = self.bt_lookup(t, agno, root, levels, key)?;
         let (bno, i) = *path.last().ok_or_else(|| Error::invalid("empty path"))?;
