@@ -26,9 +26,9 @@
 //!   with "no space" rather than take the blocks the kernel keeps back: the
 //!   global set-aside (`xfs_alloc_set_aside`: 4 + 4 blocks per AG for the
 //!   AGFL and the free-space trees) and, per AG, the free-list minimum.
-//!   Per-AG metadata reservations the kernel makes in memory at mount time
-//!   (finobt, refcountbt) are not held back; the kernel warns and carries on
-//!   when they cannot be met.
+//!   Per AG it also holds back the metadata reservation the kernel makes in
+//!   memory at mount time (room for the largest possible refcount and
+//!   free-inode B+trees, `xfs_ag_resv_init`), so the kernel finds it free.
 
 use super::btree::{BNO, CNT, NULLAGBLOCK};
 use super::{alloc_rec, g32, p32, XfsWriter, AGF_CRC, MAX_EXTLEN};
@@ -301,28 +301,59 @@ impl XfsWriter {
         self.agf_free_delta(agno, i64::from(len))
     }
 
-    /// Blocks that may still be handed out in AG `agno` (free extents plus
-    /// the free list, less the free-list minimum).
-    fn ag_avail(&self, agf: &[u8]) -> u64 {
-        (u64::from(g32(agf, AGF_FREEBLKS)) + u64::from(g32(agf, AGF_FLCOUNT)))
-            .saturating_sub(u64::from(self.min_freelist(agf)))
+    /// The per-AG metadata reservation the kernel makes at mount
+    /// (`xfs_ag_resv_init`, `XFS_AG_RESV_METADATA`): room for the largest
+    /// refcount B+tree (reflink) and free-inode B+tree (finobt) the AG could
+    /// need, less the blocks they already use.
+    fn meta_reserve(&self, agno: u32, agf: &[u8]) -> Result<u64> {
+        let bs = u64::from(self.geo.block_size) - 56;
+        let mut blocks = u64::from(g32(agf, 12));
+        let log_ag = self.geo.sb.sb_logstart >> self.geo.agblk_log;
+        if log_ag == u64::from(agno) {
+            blocks = blocks.saturating_sub(u64::from(self.geo.sb.sb_logblocks));
+        }
+        let (mut ask, mut used) = (0u64, 0u64);
+        if self.reflink {
+            ask += btree_calc_size(bs / 12 / 2, bs / 8 / 2, blocks);
+            used += u64::from(g32(agf, 84));
+        }
+        if self.finobt {
+            let recs = blocks * u64::from(self.geo.sb.sb_inopblock) / 64;
+            ask += btree_calc_size(bs / 16 / 2, bs / 8 / 2, recs);
+            let (_, agi) = self.agi(agno)?;
+            used += u64::from(g32(&agi, 340).max(1));
+        }
+        Ok(ask.saturating_sub(used))
     }
 
-    /// Blocks that may still be handed out in the whole filesystem.
+    /// Blocks that may still be handed out in AG `agno` (free extents plus
+    /// the free list, less the free-list minimum and the metadata reservation).
+    fn ag_avail(&self, agno: u32, agf: &[u8]) -> Result<u64> {
+        Ok(
+            (u64::from(g32(agf, AGF_FREEBLKS)) + u64::from(g32(agf, AGF_FLCOUNT)))
+                .saturating_sub(u64::from(self.min_freelist(agf)))
+                .saturating_sub(self.meta_reserve(agno, agf)?),
+        )
+    }
+
+    /// Blocks that may still be handed out in the whole filesystem (less the
+    /// set-aside and the metadata reservations).
     fn fs_avail(&self) -> Result<u64> {
         let mut sum = 0u64;
+        let mut keep = SET_ASIDE_PER_AG * u64::from(self.geo.ag_count);
         for agno in 0..self.geo.ag_count {
             let (_, agf) = self.agf(agno)?;
             sum += u64::from(g32(&agf, AGF_FREEBLKS)) + u64::from(g32(&agf, AGF_FLCOUNT));
+            keep += self.meta_reserve(agno, &agf)?;
         }
-        Ok(sum.saturating_sub(SET_ASIDE_PER_AG * u64::from(self.geo.ag_count)))
+        Ok(sum.saturating_sub(keep))
     }
 
     /// Allocate up to `want` contiguous blocks in AG `agno` within `limit`:
     /// (AG block, count), or `None` when the AG has no room.
     fn alloc_ag(&mut self, agno: u32, want: u32, limit: u64) -> Result<Option<(u32, u32)>> {
         let (_, agf) = self.agf(agno)?;
-        let room = self.ag_avail(&agf).min(limit);
+        let room = self.ag_avail(agno, &agf)?.min(limit);
         let want = u64::from(want).min(room) as u32;
         if want == 0 {
             return Ok(None);
@@ -345,7 +376,7 @@ impl XfsWriter {
 
     fn no_space(&self) -> Error {
         Error::unsupported(format!(
-            "xfs: no space left on the filesystem (the kernel keeps {} blocks per AG and the AG free lists back)",
+            "xfs: no space left on the filesystem (the kernel keeps {} blocks per AG, the AG free lists and its metadata reservations back)",
             SET_ASIDE_PER_AG
         ))
     }
@@ -379,4 +410,18 @@ impl XfsWriter {
         self.d_fdblocks += i64::from(len);
         self.agfl_fix(agno)
     }
+}
+
+/// Blocks of the largest B+tree holding `records` with at least `leaf_min`
+/// records per leaf and `node_min` pointers per node (`xfs_btree_calc_size`).
+fn btree_calc_size(leaf_min: u64, node_min: u64, records: u64) -> u64 {
+    let (mut recs, mut per, mut total) = (records, leaf_min.max(1), 0u64);
+    let mut guard = 0;
+    while recs > 1 && guard < 16 {
+        recs = recs.div_ceil(per);
+        total += recs;
+        per = node_min.max(2);
+        guard += 1;
+    }
+    total
 }
