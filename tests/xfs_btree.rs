@@ -288,3 +288,43 @@ fn finobt_splits_and_collapses() {
     let out = xfs_db(&img, &["agi 0", "print freecount"]);
     assert!(out.contains("freecount = "), "{out}");
 }
+
+#[test]
+fn shared_blocks_are_not_freed() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let src = dir.path().join("f.src");
+    std::fs::write(&src, pattern(8, 3 * 4096)).unwrap();
+    let proto = format!("f ---644 0 0 {0}\ng ---644 0 0 {0}\n", s(&src));
+    let img = small_image(dir.path(), "refc", &[], &proto);
+    // Mark the middle block of /f shared in AG 0's refcount tree.
+    let (_, fsb, n, _) = common::xfs::db_bmap(&img, "/f")[0];
+    assert!(n == 3 && fsb < ag_value(&img, "agf", 0, "length"));
+    let out = common::run(
+        "xfs_db",
+        &[
+            "-x",
+            "-c",
+            "agf 0",
+            "-c",
+            "addr refcntroot",
+            "-c",
+            "write numrecs 1",
+            "-c",
+            &format!("write recs[1].startblock {}", fsb + 1),
+            "-c",
+            "write recs[1].blockcount 1",
+            "-c",
+            "write recs[1].refcount 2",
+            s(&img),
+        ],
+    );
+    assert!(out.contains("refcount = 2"), "{out}");
+    let err = apply_in_place(&img, &[delete("/f")]).unwrap_err();
+    assert!(err.contains("shared"), "{err}");
+    // Unshared blocks are freed as usual.
+    apply_in_place(&img, &[delete("/g")]).unwrap();
+    assert!(db_ls(&img, "/").iter().all(|e| e.0 != "g"));
+}

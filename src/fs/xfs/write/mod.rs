@@ -323,11 +323,12 @@ impl XfsWriter {
 
     /// Return `len` blocks at `agno`/`agbno` to the free-space trees.
     fn free(&mut self, agno: u32, agbno: u32, len: u32) -> Result<()> {
-        let (_, agf) = self.agf(agno)?;
         let end = agbno + len;
-        if self.reflink {
-            let recs = self.bt_records(&REFC, agno, g32(&agf, 88), g32(&agf, 92).max(1))?;
-            for r in recs {
+        // A shared or CoW-staging record overlapping the range is the one just
+        // before it or the first at or after its start (records do not overlap).
+        for dom in [0, 1 << 31].into_iter().filter(|_| self.reflink) {
+            let (prev, next) = self.bt_seek(&REFC, agno, (u64::from(agbno | dom), 0))?;
+            for r in prev.into_iter().chain(next) {
                 let s = g32(&r, 0) & 0x7fff_ffff;
                 let e = s + g32(&r, 4);
                 if s < end && agbno < e {
