@@ -328,3 +328,87 @@ fn shared_blocks_are_not_freed() {
     apply_in_place(&img, &[delete("/g")]).unwrap();
     assert!(db_ls(&img, "/").iter().all(|e| e.0 != "g"));
 }
+
+/// xorshift64: reproducible test randomness.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn random_writes_and_deletes_in_two_ags() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    // 75 empty files in each of 8 directories: inodes to reuse (no new
+    // chunks here); directories stay in block form (up to ~125 entries).
+    let empty = dir.path().join("empty.src");
+    std::fs::write(&empty, b"").unwrap();
+    let mut p = String::new();
+    for d in 0..8 {
+        p += &format!("d{d} d--755 0 0\n");
+        for e in 0..75 {
+            p += &format!("e{e:03} ---644 0 0 {}\n", s(&empty));
+        }
+        p += "$\n";
+    }
+    let args = ["-d", "agcount=2", "-b", "size=1024", "-n", "size=4096"];
+    let img = small_image(dir.path(), "rand", &args, &p);
+    let mut r = Rng(0x5eed_1234_abcd_0001);
+    let mut live: Vec<(String, u64, usize)> = Vec::new();
+    let (mut next, mut deepest) = (0u64, 1u64);
+    // Round 0 writes 560 small files, round 1 deletes every other one
+    // (holes in both AGs), then random writes and deletes mix.
+    for round in 0..8 {
+        let mut actions = Vec::new();
+        if round == 1 {
+            // Every other file: about 140 one- or two-block holes per AG.
+            let (keep, gone): (Vec<_>, Vec<_>) = live.drain(..).partition(|f| f.1 / 2 % 2 == 1);
+            actions.extend(gone.iter().map(|f| delete(&f.0)));
+            live = keep;
+        }
+        if round == 0 {
+            for d in 0..8 {
+                actions.extend((0..75).map(|e| delete(&format!("/d{d}/e{e:03}"))));
+            }
+        }
+        let (ops, wmax, wpct) = match round {
+            0 => (560, 2, 10),
+            1 => (0, 1, 0),
+            _ => (80, 24, 5),
+        };
+        for _ in 0..ops {
+            if r.below(10) < wpct {
+                let size = (1 + r.below(wmax) as usize) * 1024 - r.below(1024) as usize;
+                let path = format!("/d{}/f{next:04}", next % 8);
+                actions.push(write(&path, pattern(next, size)));
+                live.push((path, next, size));
+                next += 1;
+            } else {
+                let (path, _, _) = live.swap_remove(r.below(live.len() as u64) as usize);
+                actions.push(delete(&path));
+            }
+        }
+        apply_in_place(&img, &actions).unwrap();
+        repair_clean(&img);
+        for agno in 0..2 {
+            deepest = deepest.max(ag_value(&img, "agf", agno, "bnolevel"));
+        }
+        for _ in 0..3 {
+            let (path, seed, size) = &live[r.below(live.len() as u64) as usize];
+            assert_eq!(
+                &db_cat(&img, path),
+                &pattern(*seed, *size),
+                "round {round}: {path}"
+            );
+        }
+    }
+    eprintln!("{} files live, deepest bnobt {deepest}", live.len());
+    assert!(deepest >= 2, "the free-space trees never split");
+}
