@@ -249,8 +249,7 @@ enum M {
     Link(String),
 }
 
-/// Apply `actions` through the library (overlay + VolumeDev), then write the
-/// overlay's data ranges into a sparse copy of `img`.
+/// Apply `actions` through the library (overlay + VolumeDev) to a copy of `img`.
 fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
     common::xfs::with_overlay(img, out, |dev| {
         onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())

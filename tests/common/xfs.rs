@@ -95,7 +95,7 @@ pub fn sb_value(img: &Path, field: &str) -> usize {
 
 /// Run `f` on a copy-on-write overlay of `img` (a [`VolumeDev`] over the
 /// whole image), then write `img` plus the overlay's data ranges to `out`
-/// (which may be `img` itself).
+/// (which may be `img` itself). When `f` fails nothing is written.
 pub fn with_overlay<T>(
     img: &Path,
     out: &Path,
@@ -130,6 +130,52 @@ pub fn with_overlay<T>(
     Ok(r)
 }
 
+/// Apply `actions` to the XFS filesystem in `img` through the library
+/// (overlay + VolumeDev, as `onramp customize` does) and write the changed
+/// ranges back into `img`. On error `img` is left untouched.
+pub fn apply_in_place(
+    img: &Path,
+    actions: &[onramp::inject::FsAction],
+) -> Result<Vec<String>, String> {
+    with_overlay(img, img, |dev| {
+        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
+    })
+}
+
+/// `xfs_repair -n` exits 0 and reports nothing it would fix or recount
+/// (`-o force_geometry` for single-AG filesystems, which it cannot otherwise
+/// cross-check).
+pub fn repair_clean(img: &Path) {
+    let mut args = vec!["-n"];
+    if sb_value(img, "agcount") == 1 {
+        args.extend(["-o", "force_geometry"]);
+    }
+    args.push(s(img));
+    let o = super::run_output("xfs_repair", &args);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let bad = out
+        .lines()
+        .any(|l| l.to_lowercase().contains("would") || l.contains("counted") || l.contains("bad "));
+    assert!(
+        o.status.success() && !bad,
+        "xfs_repair -n {}:\n{out}",
+        img.display()
+    );
+}
+
+/// A numeric field of AG `agno`'s AGF or AGI (`xfs_db -c "agf 0" -c "print bnolevel"`).
+pub fn ag_value(img: &Path, hdr: &str, agno: u32, field: &str) -> u64 {
+    let out = xfs_db(img, &[&format!("{hdr} {agno}"), &format!("print {field}")]);
+    out.split(" = ")
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db {hdr} {agno} print {field}: {out}"))
+}
+
 /// File bytes through xfs_db's block map and raw reads.
 pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
     let size: usize = db_field(img, path, "core.size").parse().unwrap();
@@ -144,25 +190,6 @@ pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// `xfs_repair -n` exits 0 and prints no "would ..." line (nothing to fix).
-pub fn repair_clean(img: &Path) {
-    let o = super::run_output("xfs_repair", &["-n", s(img)]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let would: Vec<&str> = text
-        .lines()
-        .filter(|l| l.to_lowercase().contains("would"))
-        .collect();
-    assert!(
-        o.status.success() && would.is_empty(),
-        "xfs_repair -n {}:\n{text}",
-        img.display()
-    );
 }
 
 /// Numeric fields of AG `agno`'s AGI (`xfs_db -c "agi N" -c "print F..."`).

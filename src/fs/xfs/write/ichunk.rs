@@ -28,8 +28,8 @@
 //! Refused, naming the reason: more than 64 inodes per block (chunks smaller
 //! than a block), and the inode limit `sb_imax_pct`.
 
-use super::btree::{BNO, CNT, FINO, INO};
-use super::{alloc_rec, g16, g32, g64, p16, p32, p64, put, XfsWriter, AGI_CRC, DI_CRC, NULLAGINO};
+use super::btree::{BNO, FINO, INO};
+use super::{g16, g32, g64, p16, p32, p64, put, XfsWriter, AGI_CRC, DI_CRC, NULLAGINO};
 use crate::error::{Error, Result};
 use crate::fs::xfs::crc;
 use crate::fs::xfs::sb::XFS_SB_CRC_OFF;
@@ -57,9 +57,7 @@ const AGI_FREE_LEVEL: usize = 332;
 /// AGF byte offsets (`struct xfs_agf`).
 const AGF_LENGTH: usize = 12;
 const AGF_BNO_ROOT: usize = 16;
-const AGF_CNT_ROOT: usize = 20;
 const AGF_BNO_LEVEL: usize = 28;
-const AGF_CNT_LEVEL: usize = 32;
 
 /// How a piece is cut out of a free extent, cheapest first: from either end
 /// (one record updated in each tree), from the middle (an extra record
@@ -157,6 +155,9 @@ impl XfsWriter {
         ok: &dyn Fn(u32) -> bool,
     ) -> Result<Option<u32>> {
         let align = align.max(1);
+        if !self.may_take(agno, len)? {
+            return Ok(None);
+        }
         let (_, agf) = self.agf(agno)?;
         let max = max.min(g32(&agf, AGF_LENGTH));
         let recs = self.bt_records(
@@ -203,57 +204,12 @@ impl XfsWriter {
         Ok(Some(a))
     }
 
-    /// Remove `a..a+len` from the free extent `(s, c)` in both free-space
-    /// trees and the AGF.
-    fn cut_free(&mut self, agno: u32, (s, c): (u32, u32), a: u32, len: u32) -> Result<()> {
-        let left = a - s;
-        let right = s + c - (a + len);
-        let roots = |agf: &[u8]| {
-            (
-                g32(agf, AGF_BNO_ROOT),
-                g32(agf, AGF_BNO_LEVEL),
-                g32(agf, AGF_CNT_ROOT),
-                g32(agf, AGF_CNT_LEVEL),
-            )
-        };
-        let (_, agf) = self.agf(agno)?;
-        let (br, bl, _, _) = roots(&agf);
-        let p = self.bt_find(&BNO, agno, br, bl, (u64::from(s), 0))?;
-        match (left > 0, right > 0) {
-            (true, false) => {
-                self.bt_update(&BNO, agno, &p, &alloc_rec(s, left))?;
-                let (_, agf) = self.agf(agno)?;
-                self.cnt_move(agno, &agf, (s, c), (s, left))?;
-            }
-            (false, true) => {
-                self.bt_update(&BNO, agno, &p, &alloc_rec(a + len, right))?;
-                let (_, agf) = self.agf(agno)?;
-                self.cnt_move(agno, &agf, (s, c), (a + len, right))?;
-            }
-            (true, true) => {
-                self.bt_update(&BNO, agno, &p, &alloc_rec(s, left))?;
-                let (_, agf) = self.agf(agno)?;
-                let (br, bl, _, _) = roots(&agf);
-                let p = self.bt_lookup(&BNO, agno, br, bl, (u64::from(a + len), 0))?;
-                self.bt_insert(&BNO, agno, &p, &alloc_rec(a + len, right))?;
-                let (_, agf) = self.agf(agno)?;
-                self.cnt_move(agno, &agf, (s, c), (s, left))?;
-                let (_, agf) = self.agf(agno)?;
-                let (_, _, cr, cl) = roots(&agf);
-                let key = (u64::from(right), u64::from(a + len));
-                let p = self.bt_lookup(&CNT, agno, cr, cl, key)?;
-                self.bt_insert(&CNT, agno, &p, &alloc_rec(a + len, right))?;
-            }
-            (false, false) => {
-                self.bt_delete(&BNO, agno, &p)?;
-                let (_, agf) = self.agf(agno)?;
-                let (_, _, cr, cl) = roots(&agf);
-                let p = self.bt_find(&CNT, agno, cr, cl, (u64::from(c), u64::from(s)))?;
-                self.bt_delete(&CNT, agno, &p)?;
-            }
-        }
-        let (pos, agf) = self.agf(agno)?;
-        self.agf_finish(agno, pos, agf, -i64::from(len))
+    /// Remove `a..a+len` from the free extent `(s, c)`: both free-space
+    /// trees, the AGF, the free list and the superblock's free count.
+    fn cut_free(&mut self, agno: u32, ext: (u32, u32), a: u32, len: u32) -> Result<()> {
+        self.ext_cut(agno, ext, a, len)?;
+        self.d_fdblocks -= i64::from(len);
+        self.agfl_fix(agno)
     }
 
     /// Allocate and initialise a new inode chunk (full, or sparse when no

@@ -7,10 +7,13 @@
 //! Structures" (kernel Documentation/filesystems/xfs/) and the kernel's
 //! `fs/xfs/libxfs/xfs_format.h`, `xfs_da_format.h`:
 //!
-//! - space: extents are carved from the end of a free extent found in the
-//!   by-block free-space B+tree; the by-block and by-size trees, the AGF
-//!   (`agf_freeblks`, `agf_longest`) and `sb_fdblocks` are updated; freed
-//!   extents are merged with their neighbours ([`btree`]);
+//! - space: extents are carved from the end of the best-fitting free extent
+//!   (or taken whole); the by-block and by-size trees, the AGF
+//!   (`agf_freeblks`, `agf_longest`, `agf_btreeblks`), the AG free list and
+//!   `sb_fdblocks` are updated; freed extents are merged with their
+//!   neighbours; the trees split, merge and change height as needed
+//!   ([`btree`]); the blocks the kernel keeps back are never handed out and
+//!   a full filesystem is refused with "no space" ([`agfl`]);
 //! - inodes: a free inode of an existing chunk is taken from the finobt (or
 //!   inobt), respecting sparse-chunk hole masks; inobt, finobt, AGI and
 //!   `sb_ifree` follow; freed inodes go back the same way; new (full or
@@ -32,7 +35,7 @@
 //! log, quotas, reverse-mapping B+trees (rmapbt), parent pointers, unknown
 //! features, node/B+tree-form directories (and a leaf block that would need
 //! converting to node form), files mapped by a bmbt,
-//! shared (reflinked) extents, and B+tree splits and merges.
+//! and shared (reflinked) extents.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
 //! most 64 KiB, AG and inode numbers from a checked superblock, record counts
@@ -45,6 +48,7 @@
     clippy::indexing_slicing
 )]
 
+mod agfl;
 mod attr;
 pub mod btree;
 mod ichunk;
@@ -68,7 +72,7 @@ use crate::error::{Error, Result};
 use crate::fs::{resolve, FileType};
 use crate::inject::FsAction;
 use crate::overlay::VolumeDev;
-use btree::{BNO, CNT, FINO, INO, REFC};
+use btree::{FINO, INO, REFC};
 use std::ops::ControlFlow;
 
 /// Size of the v3 inode core (data fork starts here).
@@ -318,83 +322,20 @@ impl XfsWriter {
 
     // ---- free space ------------------------------------------------------------
 
-    /// Move the by-size record `old` (start, count) to `new`.
-    fn cnt_move(&self, agno: u32, agf: &[u8], old: (u32, u32), new: (u32, u32)) -> Result<()> {
-        let (root, lv) = (g32(agf, 20), g32(agf, 32));
-        let okey = (u64::from(old.1), u64::from(old.0));
-        let nkey = (u64::from(new.1), u64::from(new.0));
-        let po = self.bt_find(&CNT, agno, root, lv, okey)?;
-        let pn = self.bt_lookup(&CNT, agno, root, lv, nkey)?;
-        let rec = alloc_rec(new.0, new.1);
-        let (ob, oi) = po[po.len() - 1];
-        let (nb, ni) = pn[pn.len() - 1];
-        if ob == nb && (ni == oi || ni == oi + 1) {
-            return self.bt_update(&CNT, agno, &po, &rec);
-        }
-        self.bt_delete(&CNT, agno, &po)?;
-        let pn = self.bt_lookup(&CNT, agno, root, lv, nkey)?;
-        self.bt_insert(&CNT, agno, &pn, &rec)
-    }
-
-    fn agf_finish(&mut self, agno: u32, pos: u64, mut agf: Vec<u8>, delta: i64) -> Result<()> {
-        let recs = self.bt_records(&CNT, agno, g32(&agf, 20), g32(&agf, 32))?;
-        let longest = recs.iter().map(|r| g32(r, 4)).max().unwrap_or(0);
-        let free = i64::from(g32(&agf, 52)) + delta;
-        p32(&mut agf, 52, u32::try_from(free).unwrap_or(0));
-        p32(&mut agf, 56, longest);
-        self.write_meta(pos, &mut agf, AGF_CRC)?;
-        self.d_fdblocks += delta;
-        Ok(())
-    }
-
     /// Allocate up to `want` contiguous blocks, preferring AG `pref`:
-    /// (AG, AG block, count).
+    /// (AG, AG block, count); "no space" before the kernel's set-aside ([`agfl`]).
     fn alloc(&mut self, pref: u32, want: u64) -> Result<(u32, u32, u32)> {
-        let want = want.clamp(1, MAX_EXTLEN) as u32;
-        for k in 0..self.geo.ag_count {
-            let agno = (pref + k) % self.geo.ag_count;
-            let (pos, agf) = self.agf(agno)?;
-            if g32(&agf, 52) < 2 {
-                continue;
-            }
-            let (root, lv) = (g32(&agf, 16), g32(&agf, 28));
-            let recs = self.bt_records(&BNO, agno, root, lv)?;
-            let pick = recs
-                .iter()
-                .map(|r| (g32(r, 0), g32(r, 4)))
-                .find(|&(_, c)| c > want)
-                .map(|r| (r, want))
-                .or_else(|| {
-                    recs.iter()
-                        .map(|r| (g32(r, 0), g32(r, 4)))
-                        .filter(|&(_, c)| c >= 2)
-                        .max_by_key(|&(_, c)| c)
-                        .map(|r| (r, (r.1 - 1).min(want)))
-                });
-            let Some(((start, count), take)) = pick else {
-                continue;
-            };
-            let newc = count - take;
-            let p = self.bt_find(&BNO, agno, root, lv, (u64::from(start), 0))?;
-            self.bt_update(&BNO, agno, &p, &alloc_rec(start, newc))?;
-            self.cnt_move(agno, &agf, (start, count), (start, newc))?;
-            let (pos2, agf2) = self.agf(agno)?;
-            debug_assert_eq!(pos, pos2);
-            self.agf_finish(agno, pos2, agf2, -i64::from(take))?;
-            return Ok((agno, start + newc, take));
-        }
-        Err(Error::unsupported(
-            "xfs: no free space left (onramp keeps at least one block of each free extent)",
-        ))
+        self.space_alloc(pref, want)
     }
 
     /// Return `len` blocks at `agno`/`agbno` to the free-space trees.
     fn free(&mut self, agno: u32, agbno: u32, len: u32) -> Result<()> {
-        let (pos, agf) = self.agf(agno)?;
         let end = agbno + len;
-        if self.reflink {
-            let recs = self.bt_records(&REFC, agno, g32(&agf, 88), g32(&agf, 92).max(1))?;
-            for r in recs {
+        // A shared or CoW-staging record overlapping the range is the one just
+        // before it or the first at or after its start (records do not overlap).
+        for dom in [0, 1 << 31].into_iter().filter(|_| self.reflink) {
+            let (prev, next) = self.bt_seek(&REFC, agno, (u64::from(agbno | dom), 0))?;
+            for r in prev.into_iter().chain(next) {
                 let s = g32(&r, 0) & 0x7fff_ffff;
                 let e = s + g32(&r, 4);
                 if s < end && agbno < e {
@@ -404,54 +345,7 @@ impl XfsWriter {
                 }
             }
         }
-        let (root, lv) = (g32(&agf, 16), g32(&agf, 28));
-        let recs: Vec<(u32, u32)> = self
-            .bt_records(&BNO, agno, root, lv)?
-            .iter()
-            .map(|r| (g32(r, 0), g32(r, 4)))
-            .collect();
-        if recs.iter().any(|&(s, c)| s < end && agbno < s + c) {
-            return Err(Error::corrupt_msg(format!(
-                "xfs: blocks {agno}/{agbno}+{len} are already free"
-            )));
-        }
-        let left = recs.iter().copied().find(|&(s, c)| s + c == agbno);
-        let right = recs.iter().copied().find(|&(s, _)| s == end);
-        match (left, right) {
-            (Some(l), Some(r)) => {
-                let merged = (l.0, l.1 + len + r.1);
-                let pr = self.bt_find(&BNO, agno, root, lv, (u64::from(r.0), 0))?;
-                self.bt_delete(&BNO, agno, &pr)?;
-                let pl = self.bt_find(&BNO, agno, root, lv, (u64::from(l.0), 0))?;
-                self.bt_update(&BNO, agno, &pl, &alloc_rec(merged.0, merged.1))?;
-                let (cr, cl) = (g32(&agf, 20), g32(&agf, 32));
-                let p = self.bt_find(&CNT, agno, cr, cl, (u64::from(r.1), u64::from(r.0)))?;
-                self.bt_delete(&CNT, agno, &p)?;
-                self.cnt_move(agno, &agf, l, merged)?;
-            }
-            (Some(l), None) => {
-                let merged = (l.0, l.1 + len);
-                let pl = self.bt_find(&BNO, agno, root, lv, (u64::from(l.0), 0))?;
-                self.bt_update(&BNO, agno, &pl, &alloc_rec(merged.0, merged.1))?;
-                self.cnt_move(agno, &agf, l, merged)?;
-            }
-            (None, Some(r)) => {
-                let merged = (agbno, r.1 + len);
-                let pr = self.bt_find(&BNO, agno, root, lv, (u64::from(r.0), 0))?;
-                self.bt_update(&BNO, agno, &pr, &alloc_rec(merged.0, merged.1))?;
-                self.cnt_move(agno, &agf, r, merged)?;
-            }
-            (None, None) => {
-                let p = self.bt_lookup(&BNO, agno, root, lv, (u64::from(agbno), 0))?;
-                self.bt_insert(&BNO, agno, &p, &alloc_rec(agbno, len))?;
-                let (cr, cl) = (g32(&agf, 20), g32(&agf, 32));
-                let p = self.bt_lookup(&CNT, agno, cr, cl, (u64::from(len), u64::from(agbno)))?;
-                self.bt_insert(&CNT, agno, &p, &alloc_rec(agbno, len))?;
-            }
-        }
-        let (pos2, agf2) = self.agf(agno)?;
-        debug_assert_eq!(pos, pos2);
-        self.agf_finish(agno, pos2, agf2, i64::from(len))
+        self.space_free(agno, agbno, len)
     }
 
     // ---- inodes ------------------------------------------------------------------
@@ -487,7 +381,7 @@ impl XfsWriter {
     fn ialloc(&mut self, pref: u32) -> Result<u64> {
         for k in 0..self.geo.ag_count {
             let agno = (pref + k) % self.geo.ag_count;
-            let (pos, mut agi) = self.agi(agno)?;
+            let (_, agi) = self.agi(agno)?;
             if g32(&agi, 28) == 0 {
                 continue;
             }
@@ -517,6 +411,8 @@ impl XfsWriter {
                     self.bt_update(&FINO, agno, &p, &r)?;
                 }
             }
+            // The tree edits may have moved roots and block counts: re-read.
+            let (pos, mut agi) = self.agi(agno)?;
             let v = g32(&agi, 28) - 1;
             p32(&mut agi, 28, v);
             self.write_meta(pos, &mut agi, AGI_CRC)?;
@@ -532,7 +428,7 @@ impl XfsWriter {
     fn ifree(&mut self, ino: u64) -> Result<()> {
         let agno = self.ag_of_ino(ino);
         let agino = (ino & ((1u64 << self.ino_bits()) - 1)) as u32;
-        let (pos, mut agi) = self.agi(agno)?;
+        let (_, agi) = self.agi(agno)?;
         let recs = self.bt_records(&INO, agno, g32(&agi, 20), g32(&agi, 24))?;
         let rec = recs
             .into_iter()
@@ -558,6 +454,7 @@ impl XfsWriter {
                 _ => self.bt_insert(&FINO, agno, &p, &r)?,
             }
         }
+        let (pos, mut agi) = self.agi(agno)?;
         let v = g32(&agi, 28) + 1;
         p32(&mut agi, 28, v);
         self.write_meta(pos, &mut agi, AGI_CRC)?;
