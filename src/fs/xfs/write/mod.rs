@@ -46,6 +46,7 @@
 pub mod btree;
 mod leafdir;
 pub mod log;
+mod nodedir;
 
 use super::bmap::{data_extents, BmbtIrec};
 use super::crc;
@@ -817,6 +818,9 @@ impl XfsWriter {
         let d = self.rd.inode(dino)?;
         let parent = self.dir_parent(&d)?;
         let block = self.is_block_dir(&d)?;
+        if build_block(self.geo.dir_block_size as usize, dino, parent, ents).is_none() {
+            return self.dir_rebuild(&d, parent, ents);
+        }
         let (pos, mut raw) = self.iread(dino)?;
         let cap = self.dfork_cap(&raw);
         if !block {
@@ -885,6 +889,9 @@ impl XfsWriter {
             }
             return self.leaf_add(&d, l, name, ino, ftype);
         }
+        if self.node_dir(&d) {
+            return self.node_add(&d, name, ino, ftype);
+        }
         self.is_block_dir(&d)?;
         let mut ents = self.dir_ents(&d)?;
         if ents.iter().any(|e| e.name == name) {
@@ -905,6 +912,9 @@ impl XfsWriter {
         let d = self.rd.inode(dino)?;
         if let Some(l) = self.leaf_dir(&d)? {
             return self.leaf_remove(&d, l, name);
+        }
+        if self.node_dir(&d) {
+            return self.node_remove(&d, name);
         }
         self.is_block_dir(&d)?;
         let mut ents = self.dir_ents(&d)?;
