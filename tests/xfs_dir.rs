@@ -342,3 +342,63 @@ fn btree_form_directory() {
         Err(e) => assert!(e.contains("B+tree") || e.contains("bmbt"), "{e}"),
     }
 }
+
+/// The case this exists for: a RHEL-like /usr/lib/systemd/system (unit
+/// files with contents, symlinks, `.wants` directories; big enough for node
+/// form, its blocks interleaved with the units' data) gets the agent's unit,
+/// and a `.wants` symlink is added next to it.
+#[test]
+fn systemd_unit_directory_gets_the_agent_unit() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let unit_src = dir.path().join("unit.src");
+    std::fs::write(
+        &unit_src,
+        "[Unit]\nDescription=a unit\n\n[Service]\nExecStart=/usr/bin/true\n",
+    )
+    .unwrap();
+    let mut p = String::from("/dummy\n0 0\nd--755 0 0\n");
+    p += "usr d--755 0 0\nlib d--755 0 0\nsystemd d--755 0 0\nsystem d--755 0 0\n";
+    for i in 0..600 {
+        let nm = format!("systemd-service-number-{i:03}-with-a-name.service");
+        match i % 20 {
+            0 => p += &format!("{nm}.wants d--755 0 0\n$\n"),
+            1 => p += &format!("{nm} l--777 0 0 /dev/null\n"),
+            _ => p += &format!("{nm} ---644 0 0 {}\n", s(&unit_src)),
+        }
+    }
+    p += "$\n$\n$\n$\n$\n";
+    let proto = dir.path().join("sd.proto");
+    std::fs::write(&proto, p).unwrap();
+    let img = dir.path().join("sd.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let o = run_output("mkfs.xfs", &["-q", "-f", "-p", s(&proto), s(&img)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sd = "/usr/lib/systemd/system";
+    assert!(is_node_form(&img, sd));
+    let format = db_field(&img, sd, "core.format");
+    let before = db_ls(&img, sd);
+    let unit = b"[Unit]\nDescription=onramp agent\n\n[Service]\nExecStart=/usr/bin/agent\n";
+    let actions = vec![
+        write(format!("{sd}/onramp-agent.service"), unit),
+        FsAction::Symlink {
+            target: format!("{sd}/onramp-agent.service"),
+            path: format!(
+                "{sd}/systemd-service-number-000-with-a-name.service.wants/onramp-agent.service"
+            ),
+        },
+    ];
+    let out = dir.path().join("out.img");
+    apply_to_copy(&img, &out, &actions).unwrap();
+    repair_clean(&out);
+    let after = db_ls(&out, sd);
+    assert_eq!(after.len(), before.len() + 1);
+    assert!(before.iter().all(|e| after.contains(e)));
+    assert_eq!(db_cat(&out, &format!("{sd}/onramp-agent.service")), unit);
+    assert_eq!(db_field(&out, sd, "core.format"), format);
+}
