@@ -19,6 +19,8 @@
 //!   both forms are rewritten whole (entries compacted), which only moves
 //!   entries inside the block; leaf-form directories (data blocks plus one
 //!   LEAF1 hash block) get entries added and removed in place ([`leafdir`]);
+//!   node- and B+tree-form directories, and block or leaf directories that
+//!   outgrow their form, are rebuilt whole from their entry list ([`nodedir`]);
 //! - files: data in extents in the inode's data fork; symlinks local or in
 //!   one remote block with its "XSLM" header; short-form extended
 //!   attributes (security.selinux, user.*, trusted.*);
@@ -28,8 +30,7 @@
 //! Refused, naming the reason: v4 filesystems, a log that was not cleanly
 //! unmounted (head record is not an unmount record, [`log`]), an external
 //! log, quotas, reverse-mapping B+trees (rmapbt), parent pointers, unknown
-//! features, node/B+tree-form directories (and a leaf block that would need
-//! converting to node form), files mapped by a bmbt,
+//! features, directory growth that needs a bmbt data fork, files mapped by a bmbt,
 //! shared (reflinked) extents, B+tree splits and merges, and new inode chunks.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
