@@ -246,11 +246,19 @@ fn node_cycle(name: &str, args: &[&str], n: usize) {
     files.push(("/big/onramp-agent.service".into(), unit));
     let p3 = dir.path().join("p3.img");
     phase(&p2, &p3, &a, &model, &files);
+    // New directory blocks extend the fork's extents where the next disk
+    // block is free, so the fork stays in the inode.
+    eprintln!(
+        "{name}: /big extents {} -> {}",
+        db_field(&img, "/big", "core.nextents"),
+        db_field(&p3, "/big", "core.nextents")
+    );
+    assert_eq!(db_field(&p3, "/big", "core.format"), "2 (extents)");
 }
 
 #[test]
 fn node_form_directory_4k_blocks() {
-    node_cycle("n4k", &[], 1000);
+    node_cycle("n4k", &[], 2000);
 }
 
 #[test]

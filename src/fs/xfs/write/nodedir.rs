@@ -26,7 +26,10 @@
 //! least as many data blocks and leaf-section blocks as it had, so that
 //! adding or removing an entry usually leaves its mapping untouched.
 
-use super::{build_block, entsize, g16, g64, p16, p32, p64, put, Ent, XfsWriter, FT_DIR};
+use super::btree::BNO;
+use super::{
+    alloc_rec, build_block, entsize, g16, g32, g64, p16, p32, p64, put, Ent, XfsWriter, FT_DIR,
+};
 use crate::error::{Error, Result};
 use crate::fs::xfs::bmap::{data_extents, BmbtIrec};
 use crate::fs::xfs::crc;
@@ -573,7 +576,22 @@ impl XfsWriter {
             let mut k = i;
             while k < j {
                 let want = (j - k) as u64 * fpd;
-                let (agno, agbno, n) = self.alloc(self.ag_of_ino(ino), want)?;
+                // Right after the block before it, when that is free: the
+                // fork's extent grows instead of a new one being added.
+                let after = missing[k]
+                    .checked_sub(1)
+                    .and_then(|f| map.get(&f))
+                    .map(|&p| self.split_fsb(p + 1));
+                let exact = match after {
+                    Some((agno, agbno)) if agbno != 0 => self
+                        .alloc_exact(agno, agbno, want as u32)?
+                        .then_some((agno, agbno, want as u32)),
+                    _ => None,
+                };
+                let (agno, agbno, n) = match exact {
+                    Some(x) => x,
+                    None => self.alloc(self.ag_of_ino(ino), want)?,
+                };
                 let usable = u64::from(n) / fpd * fpd;
                 if usable < u64::from(n) {
                     self.free(agno, agbno + usable as u32, n - usable as u32)?;
@@ -595,6 +613,30 @@ impl XfsWriter {
             i = j;
         }
         Ok(())
+    }
+
+    /// Take `len` blocks at exactly `agno`/`agbno` when a free extent
+    /// longer than `len` starts there (its record shrinks from the start, so
+    /// no free-space record is added or removed); false otherwise.
+    fn alloc_exact(&mut self, agno: u32, agbno: u32, len: u32) -> Result<bool> {
+        if agno >= self.geo.ag_count || agbno >= self.geo.ag_blocks || len == 0 {
+            return Ok(false);
+        }
+        let (_, agf) = self.agf(agno)?;
+        let (root, lv) = (g32(&agf, 16), g32(&agf, 28));
+        let p = self.bt_lookup(&BNO, agno, root, lv, (u64::from(agbno), 0))?;
+        let Some(r) = self.bt_get(&BNO, agno, &p)? else {
+            return Ok(false);
+        };
+        let (start, count) = (g32(&r, 0), g32(&r, 4));
+        if start != agbno || count <= len {
+            return Ok(false);
+        }
+        self.bt_update(&BNO, agno, &p, &alloc_rec(start + len, count - len))?;
+        self.cnt_move(agno, &agf, (start, count), (start + len, count - len))?;
+        let (pos, agf) = self.agf(agno)?;
+        self.agf_finish(agno, pos, agf, -i64::from(len))?;
+        Ok(true)
     }
 
     fn fsb_pos(&self, fsb: u64) -> Result<u64> {
