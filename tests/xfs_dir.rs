@@ -296,6 +296,25 @@ fn leaf_form_directory_converts_to_node_and_back() {
     phase(&p1, &p2, &a, &model, &[]);
     assert!(!has_block_at(&p2, "/big", FREE_OFFSET));
     assert!(has_block_at(&p2, "/big", LEAF_OFFSET));
+    // Empty it: back to a single directory block.
+    let mut a = Vec::new();
+    for n in std::mem::take(&mut model).into_keys() {
+        if n.contains("_tree_") {
+            for sub in ["/below/deeper", "/below", ""] {
+                a.push(FsAction::Delete {
+                    path: format!("/big/{n}{sub}"),
+                });
+            }
+        } else {
+            a.push(FsAction::Delete {
+                path: format!("/big/{n}"),
+            });
+        }
+    }
+    let p3 = dir.path().join("p3.img");
+    phase(&p2, &p3, &a, &model, &[]);
+    assert_eq!(db_field(&p3, "/big", "core.size"), "4096");
+    assert_eq!(db_field(&p3, "/big", "core.nblocks"), "1");
 }
 
 #[test]
