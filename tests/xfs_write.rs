@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::xfs::{db_bmap, db_byte, db_cat, db_field, db_ls, sb_value, xfs_db};
+use common::xfs::{apply_to_copy, db_bmap, db_byte, db_cat, db_field, db_ls, sb_value, xfs_db};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
 use onramp::inject::FsAction;
 use std::collections::BTreeMap;
@@ -247,13 +247,6 @@ enum M {
     File(Vec<u8>),
     Dir,
     Link(String),
-}
-
-/// Apply `actions` through the library (overlay + VolumeDev) to a copy of `img`.
-fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
-    common::xfs::with_overlay(img, out, |dev| {
-        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
-    })
 }
 
 #[test]

@@ -246,3 +246,14 @@ pub fn mkfs_proto(
     repair_clean(&img);
     img
 }
+
+/// Apply `actions` through the library (overlay + VolumeDev) to a copy of `img`.
+pub fn apply_to_copy(
+    img: &Path,
+    out: &Path,
+    actions: &[onramp::inject::FsAction],
+) -> Result<Vec<String>, String> {
+    with_overlay(img, out, |dev| {
+        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
+    })
+}

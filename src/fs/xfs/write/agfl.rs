@@ -250,7 +250,7 @@ impl XfsWriter {
     /// Remove `at..at+len` (inside it) from the free extent `ext` (start,
     /// count) in both free-space trees and `agf_freeblks`: the extent
     /// shrinks, splits in two, or goes.
-    pub(super) fn ext_cut(&mut self, agno: u32, ext: (u32, u32), at: u32, len: u32) -> Result<()> {
+    fn ext_cut(&mut self, agno: u32, ext: (u32, u32), at: u32, len: u32) -> Result<()> {
         let (start, count) = ext;
         let left = at - start;
         let right = start + count - (at + len);
@@ -433,6 +433,20 @@ impl XfsWriter {
             Some((bno, _)) => Ok(bno),
             None => Err(self.no_space()),
         }
+    }
+
+    /// Take `at..at+len` out of the free extent `ext` (start, count) in AG
+    /// `agno`: free-space trees, AGF, free list and superblock count.
+    pub(super) fn space_take(
+        &mut self,
+        agno: u32,
+        ext: (u32, u32),
+        at: u32,
+        len: u32,
+    ) -> Result<()> {
+        self.ext_cut(agno, ext, at, len)?;
+        self.d_fdblocks -= i64::from(len);
+        self.agfl_fix(agno)
     }
 
     /// Return `len` blocks at `agno`/`agbno` to free space.

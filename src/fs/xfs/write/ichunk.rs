@@ -200,16 +200,8 @@ impl XfsWriter {
         let Some((_, a, (s, c))) = best else {
             return Ok(None);
         };
-        self.cut_free(agno, (s, c), a, len)?;
+        self.space_take(agno, (s, c), a, len)?;
         Ok(Some(a))
-    }
-
-    /// Remove `a..a+len` from the free extent `(s, c)`: both free-space
-    /// trees, the AGF, the free list and the superblock's free count.
-    fn cut_free(&mut self, agno: u32, ext: (u32, u32), a: u32, len: u32) -> Result<()> {
-        self.ext_cut(agno, ext, a, len)?;
-        self.d_fdblocks -= i64::from(len);
-        self.agfl_fix(agno)
     }
 
     /// Allocate and initialise a new inode chunk (full, or sparse when no

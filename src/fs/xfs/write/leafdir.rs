@@ -165,10 +165,8 @@ impl XfsWriter {
         if db.is_none() {
             // A new data block at the end of the data section; the bests array grows.
             if LEAF_HDR + (count + 1) * 8 > bests_at - 2 {
-                return Err(Error::unsupported(format!(
-                    "xfs directory inode {}: the leaf block is full (converting to node form is not implemented)",
-                    d.ino
-                )));
+                // The leaf block is full: rebuild in node form.
+                return self.node_add(d, name, ino, ftype);
             }
             let (agno, agbno, got) = self.alloc(self.ag_of_ino(d.ino), fpd)?;
             if u64::from(got) < fpd {
@@ -211,10 +209,8 @@ impl XfsWriter {
         }
         let db = db.unwrap_or(0);
         if LEAF_HDR + (count + 1) * 8 > bests_at {
-            return Err(Error::unsupported(format!(
-                "xfs directory inode {}: the leaf block is full (converting to node form is not implemented)",
-                d.ino
-            )));
+            // The leaf block is full: rebuild in node form.
+            return self.node_add(d, name, ino, ftype);
         }
         let (bpos, mut b) = match new_block {
             Some(x) => x,
@@ -295,6 +291,11 @@ impl XfsWriter {
             p16(&mut b, o + 2, len as u16);
             p16(&mut b, o + len - 2, o as u16);
             let best = self.data_fixup(&mut b, bpos)?;
+            if best == dbs - DATA_HDR {
+                // The data block would be empty (xfs_repair junks those):
+                // rebuild the directory without it.
+                return self.node_remove(d, name);
+            }
             self.write_meta(bpos, &mut b, 4)?;
             leaf.copy_within(at + 8..LEAF_HDR + count * 8, at);
             let end = LEAF_HDR + (count - 1) * 8;

@@ -23,6 +23,8 @@
 //!   both forms are rewritten whole (entries compacted), which only moves
 //!   entries inside the block; leaf-form directories (data blocks plus one
 //!   LEAF1 hash block) get entries added and removed in place ([`leafdir`]);
+//!   node- and B+tree-form directories, and block or leaf directories that
+//!   outgrow their form, are rebuilt whole from their entry list ([`nodedir`]);
 //! - files: data in extents in the inode's data fork; symlinks local or in
 //!   one remote block with its "XSLM" header; extended attributes
 //!   (security.selinux, user.*, trusted.*) in short form or one leaf block
@@ -33,8 +35,7 @@
 //! Refused, naming the reason: v4 filesystems, a log that was not cleanly
 //! unmounted (head record is not an unmount record, [`log`]), an external
 //! log, quotas, reverse-mapping B+trees (rmapbt), parent pointers, unknown
-//! features, node/B+tree-form directories (and a leaf block that would need
-//! converting to node form), files mapped by a bmbt,
+//! features, files mapped by a bmbt (and directory growth that needs one),
 //! and shared (reflinked) extents.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
@@ -54,6 +55,7 @@ pub mod btree;
 mod ichunk;
 mod leafdir;
 pub mod log;
+mod nodedir;
 
 use super::bmap::{data_extents, BmbtIrec};
 use super::crc;
@@ -719,6 +721,9 @@ impl XfsWriter {
         let d = self.rd.inode(dino)?;
         let parent = self.dir_parent(&d)?;
         let block = self.is_block_dir(&d)?;
+        if build_block(self.geo.dir_block_size as usize, dino, parent, ents).is_none() {
+            return self.dir_rebuild(&d, parent, ents);
+        }
         let (pos, mut raw) = self.iread(dino)?;
         let cap = self.dfork_cap(&raw);
         if !block {
@@ -787,6 +792,9 @@ impl XfsWriter {
             }
             return self.leaf_add(&d, l, name, ino, ftype);
         }
+        if self.node_dir(&d) {
+            return self.node_add(&d, name, ino, ftype);
+        }
         self.is_block_dir(&d)?;
         let mut ents = self.dir_ents(&d)?;
         if ents.iter().any(|e| e.name == name) {
@@ -807,6 +815,9 @@ impl XfsWriter {
         let d = self.rd.inode(dino)?;
         if let Some(l) = self.leaf_dir(&d)? {
             return self.leaf_remove(&d, l, name);
+        }
+        if self.node_dir(&d) {
+            return self.node_remove(&d, name);
         }
         self.is_block_dir(&d)?;
         let mut ents = self.dir_ents(&d)?;
