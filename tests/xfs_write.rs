@@ -7,15 +7,13 @@
 
 mod common;
 
-use common::xfs::{db_bmap, db_byte, db_field, db_ls, read_bytes, sb_value, xfs_db};
+use common::xfs::{
+    apply_to_copy, db_bmap, db_byte, db_cat, db_field, db_ls, repair_ok, sb_value, xfs_db,
+};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
-use onramp::block::{BlockSource, ExtentKind};
 use onramp::inject::FsAction;
-use onramp::overlay::{Overlay, VolumeDev};
-use onramp::source::raw::RawReader;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
 
@@ -59,33 +57,6 @@ fn image_with(dir: &Path, name: &str, args: &[&str], big: usize, extra: &str) ->
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     repair_ok(&img);
     img
-}
-
-fn repair_ok(img: &Path) {
-    let o = run_output("xfs_repair", &["-n", s(img)]);
-    assert!(
-        o.status.success(),
-        "xfs_repair -n {}:\n{}{}",
-        img.display(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// File bytes through xfs_db's block map and raw reads.
-fn db_cat(img: &Path, path: &str) -> Vec<u8> {
-    let size: usize = db_field(img, path, "core.size").parse().unwrap();
-    let bs: u64 = sb_value(img, "blocksize") as u64;
-    let mut out = vec![0u8; size];
-    for (off, fsb, n, _) in db_bmap(img, path) {
-        let at = db_byte(img, "fsblock", fsb);
-        let from = (off * bs) as usize;
-        let to = ((off + n) * bs).min(size as u64) as usize;
-        if from < to {
-            out[from..to].copy_from_slice(&read_bytes(img, at, to - from));
-        }
-    }
-    out
 }
 
 fn customize_and_check(name: &str, args: &[&str]) {
@@ -267,33 +238,6 @@ enum M {
     File(Vec<u8>),
     Dir,
     Link(String),
-}
-
-/// Apply `actions` through the library (overlay + VolumeDev), then write the
-/// overlay's data ranges into a sparse copy of `img`.
-fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
-    let base: Arc<dyn BlockSource> = Arc::new(RawReader::open(img).unwrap());
-    let size = base.size();
-    let ov = Arc::new(Overlay::new(base, None));
-    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
-    let log = onramp::fs::write::apply(&dev, "xfs", actions).map_err(|e| e.to_string())?;
-    std::fs::copy(img, out).unwrap();
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
-    for e in ov.map(0, size).unwrap() {
-        if e.kind != ExtentKind::Data {
-            continue;
-        }
-        let mut o = e.offset;
-        while o < e.offset + e.len {
-            let n = (e.offset + e.len - o).min(1 << 20) as usize;
-            let mut buf = vec![0u8; n];
-            ov.read_at(o, &mut buf).unwrap();
-            f.write_all_at(&buf, o).unwrap();
-            o += n as u64;
-        }
-    }
-    Ok(log)
 }
 
 #[test]

@@ -2,8 +2,13 @@
 //! inode fields, block maps and address conversions as xfsprogs print them.
 #![allow(dead_code)]
 
-use super::{run, s};
+use super::{run, run_output, s};
+use onramp::block::{BlockSource, ExtentKind};
+use onramp::inject::FsAction;
+use onramp::overlay::{Overlay, VolumeDev};
+use onramp::source::raw::RawReader;
 use std::path::Path;
+use std::sync::Arc;
 
 pub fn xfs_db(img: &Path, cmds: &[&str]) -> String {
     let mut a: Vec<String> = vec!["-r".into(), s(img).into()];
@@ -91,4 +96,73 @@ pub fn sb_value(img: &Path, field: &str) -> usize {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// `xfs_repair -n` must exit 0; returns its output.
+pub fn repair_ok(img: &Path) -> String {
+    let o = run_output("xfs_repair", &["-n", s(img)]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success(),
+        "xfs_repair -n {}:\n{text}",
+        img.display()
+    );
+    text
+}
+
+/// [`repair_ok`], and no line saying what repair would fix.
+pub fn repair_clean(img: &Path) {
+    let text = repair_ok(img);
+    assert!(
+        !text.lines().any(|l| l.to_lowercase().contains("would")),
+        "xfs_repair -n {} reports problems:\n{text}",
+        img.display()
+    );
+}
+
+/// File bytes through xfs_db's block map and raw reads.
+pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
+    let size: usize = db_field(img, path, "core.size").parse().unwrap();
+    let bs: u64 = sb_value(img, "blocksize") as u64;
+    let mut out = vec![0u8; size];
+    for (off, fsb, n, _) in db_bmap(img, path) {
+        let at = db_byte(img, "fsblock", fsb);
+        let from = (off * bs) as usize;
+        let to = ((off + n) * bs).min(size as u64) as usize;
+        if from < to {
+            out[from..to].copy_from_slice(&read_bytes(img, at, to - from));
+        }
+    }
+    out
+}
+
+/// Apply `actions` through the library (overlay + VolumeDev), then write the
+/// overlay's data ranges into a sparse copy of `img`.
+pub fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
+    let base: Arc<dyn BlockSource> = Arc::new(RawReader::open(img).unwrap());
+    let size = base.size();
+    let ov = Arc::new(Overlay::new(base, None));
+    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
+    let log = onramp::fs::write::apply(&dev, "xfs", actions).map_err(|e| e.to_string())?;
+    std::fs::copy(img, out).unwrap();
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+    for e in ov.map(0, size).unwrap() {
+        if e.kind != ExtentKind::Data {
+            continue;
+        }
+        let mut o = e.offset;
+        while o < e.offset + e.len {
+            let n = (e.offset + e.len - o).min(1 << 20) as usize;
+            let mut buf = vec![0u8; n];
+            ov.read_at(o, &mut buf).unwrap();
+            f.write_all_at(&buf, o).unwrap();
+            o += n as u64;
+        }
+    }
+    Ok(log)
 }

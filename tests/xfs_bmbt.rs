@@ -1,0 +1,251 @@
+//! XFS writer: B+tree-format (bmbt) data forks, judged by xfsprogs.
+//!
+//! The fixture is a 32 MiB, 1 KiB-block, two-AG filesystem from a protofile
+//! whose two directories each hold 220 three-block files followed by a filler
+//! that takes nearly all the rest of that AG. Deleting every other small
+//! file (through the writer) leaves ~110 holes of three blocks per AG; the
+//! writer keeps one block of each free extent, so a new file takes one
+//! extent per hole. Then, with `xfs_repair -n` clean (no "would" line)
+//! after every step and `xfs_db` reading the files back:
+//!
+//! - a 100-block file takes ~40 extents: btree format, one leaf;
+//! - replacing it with a 5-block file goes back to extents format;
+//! - with a short-form xattr shrinking the data fork to 56 bytes (a root of
+//!   3 pointers), a 420-block file needs ~190 extents = 4 leaves of at most
+//!   59 records: a node block under a level-2 root; deleting it returns
+//!   every block (same free count as before).
+//!
+//! The source image and untouched files stay unchanged.
+
+mod common;
+
+use common::xfs::{apply_to_copy, db_bmap, db_cat, db_field, repair_clean, sb_value, xfs_db};
+use common::{pattern, require, run_output, s, tempdir, InputGuard};
+use onramp::inject::FsAction;
+use std::path::{Path, PathBuf};
+
+const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
+/// Small files per directory.
+const SMALL: usize = 220;
+/// Free blocks left after each filler.
+const SLACK: u64 = 24;
+
+/// mkfs.xfs below its 300 MB floor (allowed with the fstests variables).
+fn mkfs(img: &Path, proto: &Path) {
+    std::fs::File::create(img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let mut c = std::process::Command::new("mkfs.xfs");
+    c.args(["-q", "-f", "-b", "size=1024", "-d", "agcount=2", "-p"])
+        .args([s(proto), s(img)])
+        .env("TEST_DEV", "1")
+        .env("TEST_DIR", "/tmp")
+        .env("QA_CHECK_FS", "1");
+    if let Some(p) = std::env::var_os("PATH") {
+        c.env("PATH", format!("/usr/sbin:/sbin:{}", p.to_string_lossy()));
+    }
+    let o = c.output().expect("spawn mkfs.xfs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A numeric field of an xfs_db command's output (`field = N`).
+fn db_num(img: &Path, cmds: &[&str], field: &str) -> u64 {
+    let out = xfs_db(img, cmds);
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field} = ")))
+        .unwrap_or_else(|| panic!("{field} in {out}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The fragmented fixture (see the module docs).
+fn fixture(dir: &Path) -> PathBuf {
+    let two = dir.join("two.src");
+    std::fs::write(&two, pattern(1, 3072)).unwrap();
+    let proto = |fill: &[u64]| {
+        let mut p = String::from("/dummy\n0 0\nd--755 0 0\n");
+        for (k, d) in ["a", "b"].iter().enumerate() {
+            p += &format!("{d} d--755 0 0\n");
+            for i in 0..SMALL {
+                p += &format!("f{i:03} ---644 0 0 {}\n", s(&two));
+            }
+            if let Some(&n) = fill.get(k) {
+                let f = dir.join(format!("fill{k}.src"));
+                std::fs::File::create(&f).unwrap().set_len(n << 10).unwrap();
+                p += &format!("filler ---644 0 0 {}\n", s(&f));
+            }
+            p += "$\n";
+        }
+        p += "opt d--755 0 0\n$\n$\n";
+        let f = dir.join("frag.proto");
+        std::fs::write(&f, p).unwrap();
+        f
+    };
+    let img = dir.join("source.img");
+    mkfs(&img, &proto(&[]));
+    let agblklog = sb_value(&img, "agblklog");
+    let mut fill = Vec::new();
+    for d in ["a", "b"] {
+        let fsb = db_bmap(&img, &format!("/{d}/f000"))[0].1;
+        let ag = fsb >> agblklog;
+        let longest = db_num(&img, &[&format!("agf {ag}"), "print longest"], "longest");
+        assert!(longest > 1000, "AG {ag}: longest free extent {longest}");
+        fill.push(longest - SLACK);
+    }
+    mkfs(&img, &proto(&fill));
+    for ag in 0..2 {
+        let longest = db_num(&img, &[&format!("agf {ag}"), "print longest"], "longest");
+        assert!(
+            longest <= 2 * SLACK,
+            "AG {ag}: longest free extent {longest}"
+        );
+    }
+    repair_clean(&img);
+    img
+}
+
+fn write(path: &str, data: Vec<u8>) -> FsAction {
+    FsAction::WriteFile {
+        path: path.into(),
+        data,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// Apply `actions` to a copy of `from` named `name`; xfs_repair -n clean.
+fn step(dir: &Path, from: &Path, name: &str, actions: &[FsAction]) -> PathBuf {
+    let out = dir.join(format!("{name}.img"));
+    apply_to_copy(from, &out, actions).unwrap_or_else(|e| panic!("{name}: {e}"));
+    repair_clean(&out);
+    out
+}
+
+fn fdblocks(img: &Path) -> usize {
+    sb_value(img, "fdblocks")
+}
+
+#[test]
+fn bmbt_forks_grow_shrink_and_free() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let src = fixture(d);
+    let guard = InputGuard::new(&src);
+    let two = pattern(1, 3072);
+
+    // Fragment: every other small file goes.
+    let dels: Vec<FsAction> = ["a", "b"]
+        .iter()
+        .flat_map(|d| {
+            (1..SMALL).step_by(2).map(move |i| FsAction::Delete {
+                path: format!("/{d}/f{i:03}"),
+            })
+        })
+        .collect();
+    let frag = step(d, &src, "frag", &dels);
+    for ag in 0..2 {
+        let free = xfs_db(&frag, &[&format!("agf {ag}"), "freesp -s"]);
+        assert!(free.contains("total free extents"), "{free}");
+    }
+
+    // One level: ~40 extents under a level-1 root.
+    let big1 = pattern(7, 100 << 10);
+    let one = step(d, &frag, "one", &[write("/opt/big1", big1.clone())]);
+    assert_eq!(db_field(&one, "/opt/big1", "core.format"), "3 (btree)");
+    let ext = db_bmap(&one, "/opt/big1");
+    assert!(ext.len() > 21, "{} extents: {ext:?}", ext.len());
+    assert_eq!(ext.iter().map(|e| e.2).sum::<u64>(), 100);
+    assert_eq!(
+        db_field(&one, "/opt/big1", "core.nextents"),
+        ext.len().to_string()
+    );
+    assert_eq!(db_field(&one, "/opt/big1", "u3.bmbt.level"), "1");
+    // Data blocks plus the leaves.
+    eprintln!("/opt/big1: {} extents", ext.len());
+    assert_eq!(
+        db_field(&one, "/opt/big1", "core.nblocks"),
+        (100 + ext.len().div_ceil(59)).to_string()
+    );
+    assert!(db_cat(&one, "/opt/big1") == big1, "/opt/big1 bytes differ");
+
+    // Replaced by a small file: back to extents, the leaf freed.
+    let small = pattern(8, 5000);
+    let back = step(d, &one, "back", &[write("/opt/big1", small.clone())]);
+    assert_eq!(db_field(&back, "/opt/big1", "core.format"), "2 (extents)");
+    assert_eq!(db_field(&back, "/opt/big1", "core.nblocks"), "5");
+    assert_eq!(db_cat(&back, "/opt/big1"), small);
+    assert_eq!(fdblocks(&back) + 5, fdblocks(&frag));
+
+    // A 56-byte data fork (3 root pointers) next to a short-form xattr.
+    let attr = step(
+        d,
+        &back,
+        "attr",
+        &[
+            write("/opt/big2", b"x".to_vec()),
+            FsAction::SetXattr {
+                path: "/opt/big2".into(),
+                name: "user.padding_name_xx".into(),
+                value: vec![b'v'; 255],
+            },
+        ],
+    );
+    assert_eq!(db_field(&attr, "/opt/big2", "core.forkoff"), "7");
+
+    // Two levels: 4+ leaves under one node under the root.
+    let big2 = pattern(9, 420 << 10);
+    let two_lv = step(d, &attr, "two", &[write("/opt/big2", big2.clone())]);
+    assert_eq!(db_field(&two_lv, "/opt/big2", "core.format"), "3 (btree)");
+    assert_eq!(db_field(&two_lv, "/opt/big2", "u3.bmbt.level"), "2");
+    let ext = db_bmap(&two_lv, "/opt/big2");
+    eprintln!("/opt/big2: {} extents", ext.len());
+    assert!(ext.len() > 3 * 59, "{} extents", ext.len());
+    assert_eq!(ext.iter().map(|e| e.2).sum::<u64>(), 420);
+    let leaves = ext.len().div_ceil(59) as u64;
+    assert_eq!(
+        db_field(&two_lv, "/opt/big2", "core.nblocks"),
+        (420 + leaves + 1).to_string()
+    );
+    assert!(
+        db_cat(&two_lv, "/opt/big2") == big2,
+        "/opt/big2 bytes differ"
+    );
+    assert_eq!(
+        db_field(&two_lv, "/opt/big2", "a.sfattr.list[0].name"),
+        "\"padding_name_xx\""
+    );
+
+    // Deleting the two-level file returns every block it had.
+    let gone = step(
+        d,
+        &two_lv,
+        "gone",
+        &[FsAction::Delete {
+            path: "/opt/big2".into(),
+        }],
+    );
+    assert_eq!(fdblocks(&gone), fdblocks(&back));
+    assert_eq!(db_cat(&gone, "/opt/big1"), small);
+
+    // Untouched files are unchanged, deleted ones are gone.
+    for img in [&frag, &one, &back, &two_lv, &gone] {
+        assert_eq!(db_cat(img, "/a/f000"), two);
+        assert_eq!(db_cat(img, "/b/f218"), two);
+        let o = run_output("xfs_db", &["-r", "-c", "path /a/f001", s(img)]);
+        let text =
+            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("not found") || text.contains("No such"),
+            "{text}"
+        );
+    }
+    guard.check();
+}
