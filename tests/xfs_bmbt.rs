@@ -13,13 +13,18 @@
 //! - with a short-form xattr shrinking the data fork to 56 bytes (a root of
 //!   3 pointers), a 420-block file needs ~190 extents = 4 leaves of at most
 //!   59 records: a node block under a level-2 root; deleting it returns
-//!   every block (same free count as before).
+//!   every block (same free count as before);
+//! - a leaf directory (5-block holes this time, so each new 4 KiB directory
+//!   block takes its own hole) grown by hard links past 21 extents goes to
+//!   btree format; entries are then removed and added through the bmbt.
 //!
 //! The source image and untouched files stay unchanged.
 
 mod common;
 
-use common::xfs::{apply_to_copy, db_bmap, db_cat, db_field, repair_clean, sb_value, xfs_db};
+use common::xfs::{
+    apply_to_copy, db_bmap, db_cat, db_field, db_ls, repair_clean, sb_value, xfs_db,
+};
 use common::{pattern, require, run_output, s, tempdir, InputGuard};
 use onramp::inject::FsAction;
 use std::path::{Path, PathBuf};
@@ -62,16 +67,19 @@ fn db_num(img: &Path, cmds: &[&str], field: &str) -> u64 {
         .unwrap()
 }
 
-/// The fragmented fixture (see the module docs).
-fn fixture(dir: &Path) -> PathBuf {
-    let two = dir.join("two.src");
-    std::fs::write(&two, pattern(1, 3072)).unwrap();
+/// The fragmented fixture (see the module docs): small files of
+/// `blocks` 1 KiB blocks; `head` is protofile text put in the root
+/// directory before /a and /b (allocated before the fillers).
+fn fixture(dir: &Path, blocks: usize, head: &str) -> PathBuf {
+    let small = dir.join("small.src");
+    std::fs::write(&small, pattern(1, blocks << 10)).unwrap();
     let proto = |fill: &[u64]| {
         let mut p = String::from("/dummy\n0 0\nd--755 0 0\n");
+        p += head;
         for (k, d) in ["a", "b"].iter().enumerate() {
             p += &format!("{d} d--755 0 0\n");
             for i in 0..SMALL {
-                p += &format!("f{i:03} ---644 0 0 {}\n", s(&two));
+                p += &format!("f{i:03} ---644 0 0 {}\n", s(&small));
             }
             if let Some(&n) = fill.get(k) {
                 let f = dir.join(format!("fill{k}.src"));
@@ -130,18 +138,10 @@ fn fdblocks(img: &Path) -> usize {
     sb_value(img, "fdblocks")
 }
 
-#[test]
-fn bmbt_forks_grow_shrink_and_free() {
-    if !require(TOOLS) {
-        return;
-    }
-    let dir = tempdir();
-    let d = dir.path();
-    let src = fixture(d);
-    let guard = InputGuard::new(&src);
-    let two = pattern(1, 3072);
-
-    // Fragment: every other small file goes.
+/// The fixture with every other small file deleted through the writer:
+/// (source, fragmented copy).
+fn fragmented(dir: &Path, blocks: usize, head: &str) -> (PathBuf, PathBuf) {
+    let src = fixture(dir, blocks, head);
     let dels: Vec<FsAction> = ["a", "b"]
         .iter()
         .flat_map(|d| {
@@ -150,11 +150,32 @@ fn bmbt_forks_grow_shrink_and_free() {
             })
         })
         .collect();
-    let frag = step(d, &src, "frag", &dels);
-    for ag in 0..2 {
-        let free = xfs_db(&frag, &[&format!("agf {ag}"), "freesp -s"]);
-        assert!(free.contains("total free extents"), "{free}");
+    let frag = step(dir, &src, "frag", &dels);
+    (src, frag)
+}
+
+/// Untouched small files are unchanged, deleted ones are gone.
+fn small_files_intact(img: &Path, blocks: usize) {
+    let want = pattern(1, blocks << 10);
+    assert_eq!(db_cat(img, "/a/f000"), want);
+    assert_eq!(db_cat(img, "/b/f218"), want);
+    let o = run_output("xfs_db", &["-r", "-c", "path /a/f001", s(img)]);
+    let text = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("not found") || text.contains("No such"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bmbt_forks_grow_shrink_and_free() {
+    if !require(TOOLS) {
+        return;
     }
+    let dir = tempdir();
+    let d = dir.path();
+    let (src, frag) = fragmented(d, 3, "");
+    let guard = InputGuard::new(&src);
 
     // One level: ~40 extents under a level-1 root.
     let big1 = pattern(7, 100 << 10);
@@ -235,17 +256,86 @@ fn bmbt_forks_grow_shrink_and_free() {
     assert_eq!(fdblocks(&gone), fdblocks(&back));
     assert_eq!(db_cat(&gone, "/opt/big1"), small);
 
-    // Untouched files are unchanged, deleted ones are gone.
     for img in [&frag, &one, &back, &two_lv, &gone] {
-        assert_eq!(db_cat(img, "/a/f000"), two);
-        assert_eq!(db_cat(img, "/b/f218"), two);
-        let o = run_output("xfs_db", &["-r", "-c", "path /a/f001", s(img)]);
-        let text =
-            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
-        assert!(
-            text.contains("not found") || text.contains("No such"),
-            "{text}"
-        );
+        small_files_intact(img, 3);
+    }
+    guard.check();
+}
+
+/// A 255-byte name for directory entry `i`.
+fn long_name(i: usize) -> String {
+    let p = format!("entry{i:04}_");
+    let pad = "x".repeat(255 - p.len());
+    p + &pad
+}
+
+/// A leaf directory (4 KiB directory blocks of 14 long names each) grown
+/// by hard links until its data blocks, one per free-space hole, take more
+/// extents than the inode holds: its data fork becomes a bmbt, and entries
+/// are then removed and added through it.
+#[test]
+fn leaf_directory_in_btree_format() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let empty = d.join("empty.src");
+    std::fs::write(&empty, b"").unwrap();
+    let mut head = String::from("c d--755 0 0\n");
+    for i in 0..28 {
+        head += &format!("{} ---644 0 0 {}\n", long_name(i), s(&empty));
+    }
+    head += "$\n";
+    let (src, frag) = fragmented(d, 5, &head);
+    let guard = InputGuard::new(&src);
+    assert_eq!(db_field(&frag, "/c", "core.format"), "2 (extents)");
+    let target = format!("/c/{}", long_name(0));
+    let link = |i: usize| FsAction::Hardlink {
+        target: target.clone(),
+        path: format!("/c/{}", long_name(i)),
+    };
+    let grown = step(
+        d,
+        &frag,
+        "grown",
+        &(28..28 + 14 * 22).map(link).collect::<Vec<_>>(),
+    );
+    assert_eq!(db_field(&grown, "/c", "core.format"), "3 (btree)");
+    let ext = db_bmap(&grown, "/c");
+    assert!(ext.len() > 21, "{} extents", ext.len());
+    let mut want: Vec<String> = (0..28 + 14 * 22).map(long_name).collect();
+    want.sort();
+    let names = |img: &Path| -> Vec<String> { db_ls(img, "/c").into_iter().map(|e| e.0).collect() };
+    assert_eq!(names(&grown), want);
+    assert_eq!(
+        db_field(&grown, &target, "core.nlinkv2"),
+        (1 + 14 * 22).to_string()
+    );
+
+    // Remove every third added entry and add a block's worth more.
+    let mut acts: Vec<FsAction> = (28..28 + 14 * 22)
+        .step_by(3)
+        .map(|i| FsAction::Delete {
+            path: format!("/c/{}", long_name(i)),
+        })
+        .collect();
+    acts.extend((28 + 14 * 22..28 + 14 * 24).map(link));
+    let again = step(d, &grown, "again", &acts);
+    assert_eq!(db_field(&again, "/c", "core.format"), "3 (btree)");
+    let mut want: Vec<String> = (0..28 + 14 * 24)
+        .filter(|i| !(28..28 + 14 * 22).contains(i) || (i - 28) % 3 != 0)
+        .map(long_name)
+        .collect();
+    want.sort();
+    assert_eq!(names(&again), want);
+    // The target plus every link left (names 28 and up).
+    assert_eq!(
+        db_field(&again, &target, "core.nlinkv2"),
+        (1 + want.len() - 28).to_string()
+    );
+    for img in [&frag, &grown, &again] {
+        small_files_intact(img, 5);
     }
     guard.check();
 }
