@@ -213,11 +213,22 @@ impl XfsWriter {
         }
         let total: usize = plan.iter().map(Vec::len).sum();
         let mut fsbs: Vec<u64> = Vec::with_capacity(total);
+        let mut got_runs: Vec<(u32, u32, u32)> = Vec::new();
         while fsbs.len() < total {
-            let (agno, agbno, got) =
-                self.alloc(self.ag_of_ino(ino), (total - fsbs.len()) as u64)?;
-            let first = self.fsb(agno, agbno);
-            fsbs.extend((0..u64::from(got)).map(|i| first + i));
+            match self.alloc(self.ag_of_ino(ino), (total - fsbs.len()) as u64) {
+                Ok((agno, agbno, got)) => {
+                    got_runs.push((agno, agbno, got));
+                    let first = self.fsb(agno, agbno);
+                    fsbs.extend((0..u64::from(got)).map(|i| first + i));
+                }
+                Err(e) => {
+                    // Give back what this tree had taken before failing.
+                    for (agno, agbno, got) in got_runs {
+                        self.free(agno, agbno, got)?;
+                    }
+                    return Err(e);
+                }
+            }
         }
         let bs = self.bs();
         let hdr = XFS_BTREE_LBLOCK_CRC_LEN;
