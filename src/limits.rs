@@ -189,6 +189,10 @@ pub const MAX_XFS_DIR_ENTRIES: usize = 1 << 21;
 /// (`XFS_DIR2_LEAF_OFFSET`).
 pub const MAX_XFS_DIR_BYTES: u64 = 1 << 30;
 
+/// Longest XFS extended attribute value: 64 KiB (`XFS_XATTR_SIZE_MAX`,
+/// fs/xfs/libxfs/xfs_da_format.h, equal to Linux's `XATTR_SIZE_MAX`).
+pub const XFS_XATTR_SIZE_MAX: usize = 1 << 16;
+
 /// Longest XFS symlink target: 1024 bytes (`XFS_SYMLINK_MAXLEN`,
 /// fs/xfs/libxfs/xfs_format.h).
 pub const XFS_SYMLINK_MAXLEN: u64 = 1024;

@@ -214,8 +214,8 @@ fn bmbt_forks_grow_shrink_and_free() {
             write("/opt/big2", b"x".to_vec()),
             FsAction::SetXattr {
                 path: "/opt/big2".into(),
-                name: "user.padding_name_xx".into(),
-                value: vec![b'v'; 255],
+                name: "user.padding_name_xyz".into(),
+                value: vec![b'v'; 254],
             },
         ],
     );
@@ -241,7 +241,7 @@ fn bmbt_forks_grow_shrink_and_free() {
     );
     assert_eq!(
         db_field(&two_lv, "/opt/big2", "a.sfattr.list[0].name"),
-        "\"padding_name_xx\""
+        "\"padding_name_xyz\""
     );
 
     // Deleting the two-level file returns every block it had.

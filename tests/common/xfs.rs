@@ -3,12 +3,7 @@
 #![allow(dead_code)]
 
 use super::{run, run_output, s};
-use onramp::block::{BlockSource, ExtentKind};
-use onramp::inject::FsAction;
-use onramp::overlay::{Overlay, VolumeDev};
-use onramp::source::raw::RawReader;
 use std::path::Path;
-use std::sync::Arc;
 
 pub fn xfs_db(img: &Path, cmds: &[&str]) -> String {
     let mut a: Vec<String> = vec!["-r".into(), s(img).into()];
@@ -98,6 +93,43 @@ pub fn sb_value(img: &Path, field: &str) -> usize {
         .unwrap()
 }
 
+/// Run `f` on a copy-on-write overlay of `img` (a [`VolumeDev`] over the
+/// whole image), then write `img` plus the overlay's data ranges to `out`
+/// (which may be `img` itself).
+pub fn with_overlay<T>(
+    img: &Path,
+    out: &Path,
+    f: impl FnOnce(&onramp::overlay::VolumeDev) -> Result<T, String>,
+) -> Result<T, String> {
+    use onramp::block::{BlockSource, ExtentKind};
+    use onramp::overlay::{Overlay, VolumeDev};
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    let base: Arc<dyn BlockSource> = Arc::new(onramp::source::raw::RawReader::open(img).unwrap());
+    let size = base.size();
+    let ov = Arc::new(Overlay::new(base, None));
+    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
+    let r = f(&dev)?;
+    if img != out {
+        std::fs::copy(img, out).unwrap();
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+    for e in ov.map(0, size).unwrap() {
+        if e.kind != ExtentKind::Data {
+            continue;
+        }
+        let mut o = e.offset;
+        while o < e.offset + e.len {
+            let n = (e.offset + e.len - o).min(1 << 20) as usize;
+            let mut buf = vec![0u8; n];
+            ov.read_at(o, &mut buf).unwrap();
+            file.write_all_at(&buf, o).unwrap();
+            o += n as u64;
+        }
+    }
+    Ok(r)
+}
+
 /// `xfs_repair -n` must exit 0; returns its output.
 pub fn repair_ok(img: &Path) -> String {
     let o = run_output("xfs_repair", &["-n", s(img)]);
@@ -114,11 +146,11 @@ pub fn repair_ok(img: &Path) -> String {
     text
 }
 
-/// [`repair_ok`], and no line saying what repair would fix.
+/// [`repair_ok`], and no line saying what repair would change.
 pub fn repair_clean(img: &Path) {
     let text = repair_ok(img);
     assert!(
-        !text.lines().any(|l| l.to_lowercase().contains("would")),
+        !text.lines().any(|l| l.contains("would")),
         "xfs_repair -n {} reports problems:\n{text}",
         img.display()
     );
@@ -142,27 +174,12 @@ pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
 
 /// Apply `actions` through the library (overlay + VolumeDev), then write the
 /// overlay's data ranges into a sparse copy of `img`.
-pub fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
-    let base: Arc<dyn BlockSource> = Arc::new(RawReader::open(img).unwrap());
-    let size = base.size();
-    let ov = Arc::new(Overlay::new(base, None));
-    let dev = VolumeDev::range(ov.clone(), 0, size).unwrap();
-    let log = onramp::fs::write::apply(&dev, "xfs", actions).map_err(|e| e.to_string())?;
-    std::fs::copy(img, out).unwrap();
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
-    for e in ov.map(0, size).unwrap() {
-        if e.kind != ExtentKind::Data {
-            continue;
-        }
-        let mut o = e.offset;
-        while o < e.offset + e.len {
-            let n = (e.offset + e.len - o).min(1 << 20) as usize;
-            let mut buf = vec![0u8; n];
-            ov.read_at(o, &mut buf).unwrap();
-            f.write_all_at(&buf, o).unwrap();
-            o += n as u64;
-        }
-    }
-    Ok(log)
+pub fn apply_to_copy(
+    img: &Path,
+    out: &Path,
+    actions: &[onramp::inject::FsAction],
+) -> Result<Vec<String>, String> {
+    with_overlay(img, out, |dev| {
+        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
+    })
 }

@@ -21,8 +21,9 @@
 //!   LEAF1 hash block) get entries added and removed in place ([`leafdir`]);
 //! - files: data in extents in the inode's data fork, or in a bmbt when
 //!   the records do not fit there ([`bmbt`]); symlinks local or in
-//!   one remote block with its "XSLM" header; short-form extended
-//!   attributes (security.selinux, user.*, trusted.*);
+//!   one remote block with its "XSLM" header; extended attributes
+//!   (security.selinux, user.*, trusted.*) in short form or one leaf block
+//!   with remote value blocks ([`attr`]);
 //! - every block written gets its CRC; LSNs of existing blocks are kept, new
 //!   blocks get 0 (never ahead of the log).
 //!
@@ -44,6 +45,7 @@
     clippy::indexing_slicing
 )]
 
+mod attr;
 mod bmbt;
 pub mod btree;
 mod leafdir;
@@ -1166,14 +1168,7 @@ impl XfsWriter {
                 "{real}: deleting special files is not supported"
             )));
         }
-        if d.di_aformat != XFS_DINODE_FMT_LOCAL && d.di_forkoff != 0 {
-            let (_, raw) = self.iread(d.ino)?;
-            if g16(&raw, 80) != 0 || d.di_aformat != XFS_DINODE_FMT_EXTENTS {
-                return Err(Error::unsupported(format!(
-                    "{real}: freeing an inode with attributes outside the inode is not implemented"
-                )));
-            }
-        }
+        self.attr_check_free(&d)?;
         self.remove_entry(pd.ino, name.as_bytes())?;
         let links = if is_dir {
             self.adjust_nlink(pd.ino, -1)?;
@@ -1184,6 +1179,7 @@ impl XfsWriter {
         if links == 0 {
             let (pos, mut raw) = self.iread(d.ino)?;
             self.release(&d, &mut raw)?;
+            self.attr_release(d.ino, &raw)?;
             let gen = g32(&raw, 92).wrapping_add(1);
             let lsn = g64(&raw, 112);
             let flags2 = if self.geo.has_bigtime {
@@ -1216,92 +1212,8 @@ impl XfsWriter {
         log: &mut Vec<String>,
     ) -> Result<()> {
         let (real, d) = self.existing(path, false)?;
-        let (flags, name) = if let Some(n) = full.strip_prefix("security.") {
-            (ATTR_SECURE, n)
-        } else if let Some(n) = full.strip_prefix("trusted.") {
-            (ATTR_ROOT, n)
-        } else if let Some(n) = full.strip_prefix("user.") {
-            (0, n)
-        } else {
-            return Err(Error::unsupported(format!(
-                "xattr {full:?}: only security.*, trusted.* and user.* names are supported"
-            )));
-        };
-        if name.is_empty() || name.len() > 255 || value.len() > 255 {
-            return Err(Error::unsupported(format!(
-                "xattr {full:?}: names and values longer than 255 bytes need attribute leaf blocks (not implemented)"
-            )));
-        }
-        let (pos, mut raw) = self.iread(d.ino)?;
-        let lit = self.geo.inode_size as usize - CORE;
-        let fo = usize::from(raw[82]) * 8;
-        // Current short-form entries: (flags, name, value).
-        let mut ents: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
-        if fo != 0 {
-            match raw[83] {
-                XFS_DINODE_FMT_LOCAL => {
-                    let a = &raw[CORE + fo..];
-                    let count = usize::from(a[2]);
-                    let mut o = 4;
-                    for _ in 0..count {
-                        let (nl, vl, fl) = (usize::from(a[o]), usize::from(a[o + 1]), a[o + 2]);
-                        let (n, v) = (
-                            a.get(o + 3..o + 3 + nl).unwrap_or_default(),
-                            a.get(o + 3 + nl..o + 3 + nl + vl).unwrap_or_default(),
-                        );
-                        ents.push((fl, n.to_vec(), v.to_vec()));
-                        o += 3 + nl + vl;
-                    }
-                }
-                XFS_DINODE_FMT_EXTENTS if g16(&raw, 80) == 0 => {}
-                _ => {
-                    return Err(Error::unsupported(format!(
-                        "{real}: attributes in leaf or B+tree form are not implemented"
-                    )))
-                }
-            }
-        }
-        ents.retain(|(f, n, _)| !(*f == flags && n == name.as_bytes()));
-        ents.push((flags, name.as_bytes().to_vec(), value.to_vec()));
-        let size: usize = 4 + ents
-            .iter()
-            .map(|(_, n, v)| 3 + n.len() + v.len())
-            .sum::<usize>();
-        let need = (size + 7) & !7;
-        let used = match raw[5] {
-            XFS_DINODE_FMT_LOCAL => g64(&raw, 56) as usize,
-            XFS_DINODE_FMT_EXTENTS => d.di_nextents as usize * 16,
-            _ => lit,
-        };
-        let new_fo = if fo != 0 && lit - fo >= need {
-            fo
-        } else {
-            (lit.saturating_sub(need)) & !7
-        };
-        if need > lit || new_fo < ((used + 7) & !7) || new_fo == 0 {
-            return Err(Error::unsupported(format!(
-                "{real}: the attributes ({size} bytes) do not fit in the inode (attribute leaf blocks are not implemented)"
-            )));
-        }
-        let clear_from = if fo != 0 { fo.min(new_fo) } else { new_fo };
-        raw[CORE + clear_from..].fill(0);
-        let a = CORE + new_fo;
-        p16(&mut raw, a, size as u16);
-        raw[a + 2] = ents.len() as u8;
-        let mut o = a + 4;
-        for (f, n, v) in &ents {
-            raw[o] = n.len() as u8;
-            raw[o + 1] = v.len() as u8;
-            raw[o + 2] = *f;
-            put(&mut raw, o + 3, n);
-            put(&mut raw, o + 3 + n.len(), v);
-            o += 3 + n.len() + v.len();
-        }
-        raw[82] = (new_fo / 8) as u8;
-        raw[83] = XFS_DINODE_FMT_LOCAL;
-        p16(&mut raw, 80, 0);
-        self.touch(&mut raw, false);
-        self.iwrite(pos, &mut raw)?;
+        let (flags, name) = attr::split_name(full)?;
+        self.attr_change(&d, flags, name.as_bytes(), Some(value))?;
         log.push(format!(
             "set xattr {full} on {real} ({} bytes)",
             value.len()
