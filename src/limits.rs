@@ -250,3 +250,8 @@ pub const MAX_RPM_HEADER_DATA: u32 = 0x00ff_ffff;
 /// Most "skipped package" messages kept from one rpm database: 16. onramp's
 /// own bound (the count of skipped rows is always reported).
 pub const MAX_RPMDB_SKIP_MESSAGES: usize = 16;
+
+/// Largest SELinux `file_contexts` text read from a guest (and each of its
+/// `.homedirs`, `.local`, `.subs`, `.subs_dist` companions): 16 MiB (the
+/// targeted policy of RHEL 9 ships about 0.5 MiB of file_contexts).
+pub const MAX_FILE_CONTEXTS_BYTES: u64 = 16 << 20;

@@ -295,10 +295,12 @@ pub fn customize_overlay(
         warnings.extend(bp.warnings);
     }
     actions.extend(crate::inject::plan(ops, fs)?);
-    if let Some((a, w)) = crate::inject::selinux_relabel(fs, &actions)? {
-        actions.push(a);
-        warnings.push(w);
-    }
+    let force = ops
+        .iter()
+        .any(|o| matches!(o, crate::inject::Op::SelinuxRelabel(true)));
+    let (labels, notes) = crate::inject::selinux::label(fs, &actions, force)?;
+    actions.extend(labels);
+    warnings.extend(notes);
     Ok(CustomizePlan {
         actions,
         root: vol,

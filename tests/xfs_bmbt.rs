@@ -23,36 +23,19 @@
 mod common;
 
 use common::xfs::{
-    apply_to_copy, db_bmap, db_cat, db_field, db_ls, repair_clean, sb_value, xfs_db,
+    db_bmap, db_cat, db_field, db_ls, mkfs_proto, repair_clean, sb_value, with_overlay, xfs_db,
 };
 use common::{pattern, require, run_output, s, tempdir, InputGuard};
 use onramp::inject::FsAction;
 use std::path::{Path, PathBuf};
 
 const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
+/// 1 KiB blocks, two allocation groups (32 MiB image).
+const MKFS: &[&str] = &["-b", "size=1024", "-d", "agcount=2"];
 /// Small files per directory.
 const SMALL: usize = 220;
 /// Free blocks left after each filler.
 const SLACK: u64 = 24;
-
-/// mkfs.xfs below its 300 MB floor (allowed with the fstests variables).
-fn mkfs(img: &Path, proto: &Path) {
-    std::fs::File::create(img)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    let mut c = std::process::Command::new("mkfs.xfs");
-    c.args(["-q", "-f", "-b", "size=1024", "-d", "agcount=2", "-p"])
-        .args([s(proto), s(img)])
-        .env("TEST_DEV", "1")
-        .env("TEST_DIR", "/tmp")
-        .env("QA_CHECK_FS", "1");
-    if let Some(p) = std::env::var_os("PATH") {
-        c.env("PATH", format!("/usr/sbin:/sbin:{}", p.to_string_lossy()));
-    }
-    let o = c.output().expect("spawn mkfs.xfs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
 
 /// A numeric field of an xfs_db command's output (`field = N`).
 fn db_num(img: &Path, cmds: &[&str], field: &str) -> u64 {
@@ -74,8 +57,7 @@ fn fixture(dir: &Path, blocks: usize, head: &str) -> PathBuf {
     let small = dir.join("small.src");
     std::fs::write(&small, pattern(1, blocks << 10)).unwrap();
     let proto = |fill: &[u64]| {
-        let mut p = String::from("/dummy\n0 0\nd--755 0 0\n");
-        p += head;
+        let mut p = String::from(head);
         for (k, d) in ["a", "b"].iter().enumerate() {
             p += &format!("{d} d--755 0 0\n");
             for i in 0..SMALL {
@@ -88,13 +70,10 @@ fn fixture(dir: &Path, blocks: usize, head: &str) -> PathBuf {
             }
             p += "$\n";
         }
-        p += "opt d--755 0 0\n$\n$\n";
-        let f = dir.join("frag.proto");
-        std::fs::write(&f, p).unwrap();
-        f
+        p += "opt d--755 0 0\n$\n";
+        mkfs_proto(dir, "source", &p, MKFS, 32)
     };
-    let img = dir.join("source.img");
-    mkfs(&img, &proto(&[]));
+    let img = proto(&[]);
     let agblklog = sb_value(&img, "agblklog");
     let mut fill = Vec::new();
     for d in ["a", "b"] {
@@ -104,7 +83,7 @@ fn fixture(dir: &Path, blocks: usize, head: &str) -> PathBuf {
         assert!(longest > 1000, "AG {ag}: longest free extent {longest}");
         fill.push(longest - SLACK);
     }
-    mkfs(&img, &proto(&fill));
+    proto(&fill);
     for ag in 0..2 {
         let longest = db_num(&img, &[&format!("agf {ag}"), "print longest"], "longest");
         assert!(
@@ -129,7 +108,10 @@ fn write(path: &str, data: Vec<u8>) -> FsAction {
 /// Apply `actions` to a copy of `from` named `name`; xfs_repair -n clean.
 fn step(dir: &Path, from: &Path, name: &str, actions: &[FsAction]) -> PathBuf {
     let out = dir.join(format!("{name}.img"));
-    apply_to_copy(from, &out, actions).unwrap_or_else(|e| panic!("{name}: {e}"));
+    with_overlay(from, &out, |dev| {
+        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     repair_clean(&out);
     out
 }

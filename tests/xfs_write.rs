@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::xfs::{
-    apply_to_copy, db_bmap, db_byte, db_cat, db_field, db_ls, repair_ok, sb_value, xfs_db,
-};
+use common::xfs::{db_bmap, db_byte, db_cat, db_field, db_ls, sb_value, xfs_db};
 use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
 use onramp::inject::FsAction;
 use std::collections::BTreeMap;
@@ -57,6 +55,17 @@ fn image_with(dir: &Path, name: &str, args: &[&str], big: usize, extra: &str) ->
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     repair_ok(&img);
     img
+}
+
+fn repair_ok(img: &Path) {
+    let o = run_output("xfs_repair", &["-n", s(img)]);
+    assert!(
+        o.status.success(),
+        "xfs_repair -n {}:\n{}{}",
+        img.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn customize_and_check(name: &str, args: &[&str]) {
@@ -238,6 +247,14 @@ enum M {
     File(Vec<u8>),
     Dir,
     Link(String),
+}
+
+/// Apply `actions` through the library (overlay + VolumeDev), then write the
+/// overlay's data ranges into a sparse copy of `img`.
+fn apply_to_copy(img: &Path, out: &Path, actions: &[FsAction]) -> Result<Vec<String>, String> {
+    common::xfs::with_overlay(img, out, |dev| {
+        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
+    })
 }
 
 #[test]

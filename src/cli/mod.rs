@@ -215,6 +215,9 @@ pub struct CustomizeArgs {
     /// Windows guests: set the Azure settings safe offline (RDP on 3389, SAN policy OnlineAll, RealTimeIsUniversal).
     #[arg(long)]
     pub azure_settings: bool,
+    /// SELinux guests: relabel everything at first boot (/.autorelabel) instead of labelling new files from the policy's file_contexts.
+    #[arg(long)]
+    pub selinux_relabel: bool,
     /// Root filesystem: /dev/sdaN or a volume index (default: found by inspection).
     #[arg(long)]
     pub root: Option<String>,
@@ -324,6 +327,9 @@ fn customize_ops(a: &CustomizeArgs) -> Result<Vec<crate::inject::Op>> {
     }
     if a.azure_settings {
         ops.push(Op::AzureWindowsSettings(true));
+    }
+    if a.selinux_relabel {
+        ops.push(Op::SelinuxRelabel(true));
     }
     for d in &a.delete {
         ops.push(Op::Delete(d.clone()));

@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod edit;
+pub mod selinux;
 pub mod windows;
 
 use crate::error::{Error, Result};
@@ -103,6 +104,9 @@ pub enum Op {
     /// Windows: the Azure settings safe to set offline (RDP enabled on port
     /// 3389, SAN policy OnlineAll, RealTimeIsUniversal = 1).
     AzureWindowsSettings(bool),
+    /// SELinux guests: relabel everything at first boot (`/.autorelabel`)
+    /// instead of labelling the new files from the policy's file_contexts.
+    SelinuxRelabel(bool),
 }
 
 /// A concrete change to the guest filesystem.
@@ -214,6 +218,10 @@ impl FsAction {
             FsAction::Chown { path, uid, gid } => format!("chown {uid}:{gid} {path}"),
             FsAction::SetTimes { path, atime, mtime } => {
                 format!("set times of {path} (atime {atime}, mtime {mtime})")
+            }
+            FsAction::SetXattr { path, name, value } if name == "security.selinux" => {
+                let ctx = String::from_utf8_lossy(value.strip_suffix(&[0]).unwrap_or(value));
+                format!("label {path} {ctx} (security.selinux)")
             }
             FsAction::SetXattr { path, name, value } => {
                 format!("set xattr {name} on {path} ({} bytes)", value.len())
@@ -485,6 +493,7 @@ pub fn plan(ops: &[Op], fs: &dyn FileSystem) -> Result<Vec<FsAction>> {
                     p.edit("/etc/fstab", edit::fstab_no_swap)?;
                 }
             }
+            Op::SelinuxRelabel(_) => {}
             Op::AzureWindowsSettings(on) => {
                 if *on {
                     return Err(Error::unsupported(
@@ -543,14 +552,7 @@ pub fn selinux_relabel(
     if m.file_type != FileType::File {
         return Ok(None);
     }
-    let text = String::from_utf8_lossy(&fs.read_file("/etc/selinux/config", 1 << 20)?).into_owned();
-    let mode = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .rev()
-        .find_map(|l| l.strip_prefix("SELINUX="))
-        .map(|v| v.trim().trim_matches('"').to_ascii_lowercase());
+    let mode = selinux::config(fs)?.map(|(m, _)| m);
     let Some(mode) = mode.filter(|m| m == "enforcing" || m == "permissive") else {
         return Ok(None);
     };

@@ -560,6 +560,8 @@ impl Planner<'_> {
                 }
             }
             Op::NoSwap(false) => {}
+            Op::SelinuxRelabel(false) => {}
+            Op::SelinuxRelabel(true) => return linux_only("--selinux-relabel"),
             Op::NoSwap(true) => return linux_only("--no-swap"),
             Op::Link { .. } => return linux_only("--link"),
             Op::Chmod { .. } => return linux_only("--chmod"),

@@ -2,7 +2,7 @@
 //! inode fields, block maps and address conversions as xfsprogs print them.
 #![allow(dead_code)]
 
-use super::{run, run_output, s};
+use super::{run, s};
 use std::path::Path;
 
 pub fn xfs_db(img: &Path, cmds: &[&str]) -> String {
@@ -130,32 +130,6 @@ pub fn with_overlay<T>(
     Ok(r)
 }
 
-/// `xfs_repair -n` must exit 0; returns its output.
-pub fn repair_ok(img: &Path) -> String {
-    let o = run_output("xfs_repair", &["-n", s(img)]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.status.success(),
-        "xfs_repair -n {}:\n{text}",
-        img.display()
-    );
-    text
-}
-
-/// [`repair_ok`], and no line saying what repair would change.
-pub fn repair_clean(img: &Path) {
-    let text = repair_ok(img);
-    assert!(
-        !text.lines().any(|l| l.contains("would")),
-        "xfs_repair -n {} reports problems:\n{text}",
-        img.display()
-    );
-}
-
 /// File bytes through xfs_db's block map and raw reads.
 pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
     let size: usize = db_field(img, path, "core.size").parse().unwrap();
@@ -172,14 +146,76 @@ pub fn db_cat(img: &Path, path: &str) -> Vec<u8> {
     out
 }
 
-/// Apply `actions` through the library (overlay + VolumeDev), then write the
-/// overlay's data ranges into a sparse copy of `img`.
-pub fn apply_to_copy(
-    img: &Path,
-    out: &Path,
-    actions: &[onramp::inject::FsAction],
-) -> Result<Vec<String>, String> {
-    with_overlay(img, out, |dev| {
-        onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
-    })
+/// `xfs_repair -n` exits 0 and prints no "would ..." line (nothing to fix).
+pub fn repair_clean(img: &Path) {
+    let o = super::run_output("xfs_repair", &["-n", s(img)]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let would: Vec<&str> = text
+        .lines()
+        .filter(|l| l.to_lowercase().contains("would"))
+        .collect();
+    assert!(
+        o.status.success() && would.is_empty(),
+        "xfs_repair -n {}:\n{text}",
+        img.display()
+    );
+}
+
+/// Numeric fields of AG `agno`'s AGI (`xfs_db -c "agi N" -c "print F..."`).
+pub fn agi_values(img: &Path, agno: u32, fields: &[&str]) -> Vec<u64> {
+    let out = xfs_db(
+        img,
+        &[
+            &format!("agi {agno}"),
+            &format!("print {}", fields.join(" ")),
+        ],
+    );
+    fields
+        .iter()
+        .map(|f| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{f} = ")))
+                .unwrap_or_else(|| panic!("agi {agno} {f}: {out}"))
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("agi {agno} {f}: {out}"))
+        })
+        .collect()
+}
+
+/// A sparse `size_mib` image made by `mkfs.xfs -p` from `proto` (the lines
+/// of the root directory after "d--755 0 0"), with extra mkfs `args`.
+/// Sizes under the 300 MiB minimum use the fstests override.
+pub fn mkfs_proto(
+    dir: &Path,
+    name: &str,
+    proto: &str,
+    args: &[&str],
+    size_mib: u64,
+) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.proto"));
+    std::fs::write(&p, format!("/dummy\n0 0\nd--755 0 0\n{proto}$\n")).unwrap();
+    let img = dir.join(format!("{name}.img"));
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(size_mib << 20)
+        .unwrap();
+    let mut a: Vec<&str> = vec!["-q", "-f", "-p", s(&p)];
+    a.extend_from_slice(args);
+    a.push(s(&img));
+    let mut cmd = std::process::Command::new("mkfs.xfs");
+    cmd.args(&a);
+    if size_mib < 300 {
+        cmd.env("TEST_DIR", "1")
+            .env("TEST_DEV", "1")
+            .env("QA_CHECK_FS", "1");
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    repair_clean(&img);
+    img
 }

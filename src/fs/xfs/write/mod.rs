@@ -13,7 +13,8 @@
 //!   extents are merged with their neighbours ([`btree`]);
 //! - inodes: a free inode of an existing chunk is taken from the finobt (or
 //!   inobt), respecting sparse-chunk hole masks; inobt, finobt, AGI and
-//!   `sb_ifree` follow; freed inodes go back the same way;
+//!   `sb_ifree` follow; freed inodes go back the same way; new (full or
+//!   sparse) chunks are allocated when none is free ([`ichunk`]);
 //! - directories: short form in the inode, converted to a single directory
 //!   block ("XDB3": entries, hash-sorted leaf, tail, bestfree) when full;
 //!   both forms are rewritten whole (entries compacted), which only moves
@@ -31,8 +32,8 @@
 //! unmounted (head record is not an unmount record, [`log`]), an external
 //! log, quotas, reverse-mapping B+trees (rmapbt), parent pointers, unknown
 //! features, node/B+tree-form directories (and a leaf block that would need
-//! converting to node form),
-//! shared (reflinked) extents, B+tree splits and merges, and new inode chunks.
+//! converting to node form), shared (reflinked) extents, and B+tree splits
+//! and merges.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
 //! most 64 KiB, AG and inode numbers from a checked superblock, record counts
@@ -48,6 +49,7 @@
 mod attr;
 mod bmbt;
 pub mod btree;
+mod ichunk;
 mod leafdir;
 pub mod log;
 
@@ -482,7 +484,8 @@ impl XfsWriter {
         p64(r, 8, free);
     }
 
-    /// Take a free inode of an existing chunk, preferring AG `pref`.
+    /// Take a free inode, preferring AG `pref`; allocates a new inode chunk
+    /// ([`ichunk`]) when no existing chunk has one.
     fn ialloc(&mut self, pref: u32) -> Result<u64> {
         for k in 0..self.geo.ag_count {
             let agno = (pref + k) % self.geo.ag_count;
@@ -522,9 +525,9 @@ impl XfsWriter {
             self.d_ifree -= 1;
             return Ok((u64::from(agno) << self.ino_bits()) | u64::from(start + i));
         }
-        Err(Error::unsupported(
-            "xfs: no free inode in the existing inode chunks (allocating new inode chunks is not implemented)",
-        ))
+        // No free inode anywhere: allocate a new chunk, then take from it.
+        let agno = self.new_chunk(pref)?;
+        self.ialloc(agno)
     }
 
     /// Mark inode `ino` free in the inode trees (its core is cleared by the caller).
