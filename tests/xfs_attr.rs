@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::xfs::{db_field, db_ino, sb_value, with_overlay, xfs_db};
+use common::xfs::{db_field, db_ino, repair_clean, sb_value, with_overlay, xfs_db};
 use common::{require, run_output, s, tempdir};
 use onramp::fs::xfs::write::XfsWriter;
 use onramp::inject::FsAction;
@@ -43,21 +43,6 @@ fn image(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     repair_clean(&img);
     img
-}
-
-/// `xfs_repair -n` exits 0 and would change nothing.
-fn repair_clean(img: &Path) {
-    let o = run_output("xfs_repair", &["-n", s(img)]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.status.success() && !text.lines().any(|l| l.contains("would")),
-        "xfs_repair -n {}:\n{text}",
-        img.display()
-    );
 }
 
 /// Apply `f` to a writer on `img`, in place.

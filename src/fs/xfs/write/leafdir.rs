@@ -15,7 +15,7 @@ use super::{entsize, g16, g32, g64, p16, p32, p64, put, XfsWriter};
 use crate::error::{Error, Result};
 use crate::fs::xfs::bmap::{data_extents, BmbtIrec};
 use crate::fs::xfs::dir::{da_hashname, XFS_DIR2_LEAF_OFFSET, XFS_DIR3_DATA_MAGIC};
-use crate::fs::xfs::inode::{Dinode, XFS_DINODE_FMT_EXTENTS};
+use crate::fs::xfs::inode::{Dinode, XFS_DINODE_FMT_BTREE, XFS_DINODE_FMT_EXTENTS};
 
 /// `XFS_DIR3_LEAF1_MAGIC`.
 const LEAF1_MAGIC: u16 = 0x3df1;
@@ -60,8 +60,8 @@ impl XfsWriter {
 
     /// `Some` when `d` is a leaf-form directory (extents, one LEAF1 block).
     pub(super) fn leaf_dir(&self, d: &Dinode) -> Result<Option<Leaf>> {
-        let dbs = u64::from(self.geo.dir_block_size);
-        if d.di_format != XFS_DINODE_FMT_EXTENTS || d.di_size <= dbs {
+        // Not di_size: a leaf directory with one data block has the size of a block directory.
+        if !matches!(d.di_format, XFS_DINODE_FMT_EXTENTS | XFS_DINODE_FMT_BTREE) {
             return Ok(None);
         }
         let extents = data_extents(&self.rd, d)?;

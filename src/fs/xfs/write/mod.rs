@@ -25,7 +25,8 @@
 //!   LEAF1 hash block) get entries added and removed in place ([`leafdir`]);
 //!   node- and B+tree-form directories, and block or leaf directories that
 //!   outgrow their form, are rebuilt whole from their entry list ([`nodedir`]);
-//! - files: data in extents in the inode's data fork; symlinks local or in
+//! - files: data in extents in the inode's data fork, or in a bmbt when
+//!   the records do not fit there ([`bmbt`]); symlinks local or in
 //!   one remote block with its "XSLM" header; extended attributes
 //!   (security.selinux, user.*, trusted.*) in short form or one leaf block
 //!   with remote value blocks ([`attr`]);
@@ -35,8 +36,8 @@
 //! Refused, naming the reason: v4 filesystems, a log that was not cleanly
 //! unmounted (head record is not an unmount record, [`log`]), an external
 //! log, quotas, reverse-mapping B+trees (rmapbt), parent pointers, unknown
-//! features, files mapped by a bmbt (and directory growth that needs one),
-//! and shared (reflinked) extents.
+//! features, B+tree-format attribute forks, and freeing shared (reflinked)
+//! extents.
 //!
 //! Arithmetic here works on values the reader already bounded (block size at
 //! most 64 KiB, AG and inode numbers from a checked superblock, record counts
@@ -51,6 +52,7 @@
 
 mod agfl;
 mod attr;
+mod bmbt;
 pub mod btree;
 mod ichunk;
 mod leafdir;
@@ -588,20 +590,10 @@ impl XfsWriter {
     /// before are freed; `di_nblocks` follows the bmbt blocks (callers
     /// account for the data blocks themselves).
     fn set_data_fork(&mut self, raw: &mut [u8], recs: &[BmbtIrec]) -> Result<()> {
+        self.drop_bmbt(raw)?;
         let cap = self.dfork_cap(raw);
-        if raw[5] == XFS_DINODE_FMT_BTREE {
-            return Err(Error::unsupported(format!(
-                "xfs inode {}: rewriting a data fork mapped by a B+tree (bmbt) is not implemented",
-                g64(raw, 152)
-            )));
-        }
         if recs.len() * 16 > cap {
-            return Err(Error::unsupported(format!(
-                "xfs inode {}: {} extents do not fit in the inode ({} do) and B+tree (bmbt) forks are not written",
-                g64(raw, 152),
-                recs.len(),
-                cap / 16
-            )));
+            return self.build_bmbt(raw, recs);
         }
         raw[CORE..CORE + cap].fill(0);
         for (i, r) in recs.iter().enumerate() {
@@ -612,21 +604,16 @@ impl XfsWriter {
         Ok(())
     }
 
-    /// Free the data fork blocks of inode `d` (extents format) and empty the fork in `raw`.
+    /// Free the data fork blocks of inode `d` (extents or btree format, bmbt
+    /// blocks included) and empty the fork in `raw`.
     fn release(&mut self, d: &Dinode, raw: &mut [u8]) -> Result<()> {
         match d.di_format {
-            XFS_DINODE_FMT_EXTENTS => {}
+            XFS_DINODE_FMT_EXTENTS | XFS_DINODE_FMT_BTREE => {}
             XFS_DINODE_FMT_LOCAL => {
                 let cap = self.dfork_cap(raw);
                 raw[CORE..CORE + cap].fill(0);
                 p64(raw, 56, 0);
                 return Ok(());
-            }
-            XFS_DINODE_FMT_BTREE => {
-                return Err(Error::unsupported(format!(
-                    "xfs inode {}: freeing a file mapped by a B+tree (bmbt) is not implemented",
-                    d.ino
-                )))
             }
             f => {
                 return Err(Error::unsupported(format!(
@@ -635,8 +622,10 @@ impl XfsWriter {
                 )))
             }
         }
+        let extents = data_extents(&self.rd, d)?;
+        self.drop_bmbt(raw)?;
         let mut freed = 0u64;
-        for e in data_extents(&self.rd, d)? {
+        for e in extents {
             let (agno, agbno) = self.split_fsb(e.startblock);
             self.free(agno, agbno, e.blockcount as u32)?;
             freed += e.blockcount;
