@@ -22,27 +22,11 @@ const TOOLS: &[&str] = &["mkfs.xfs", "xfs_db", "xfs_repair"];
 fn image(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let data = dir.join("f.src");
     std::fs::write(&data, common::pattern(5, 20_000)).unwrap();
-    let proto = dir.join(format!("{name}.proto"));
-    std::fs::write(
-        &proto,
-        format!(
-            "/dummy\n0 0\nd--755 0 0\nf ---644 0 0 {0}\ng ---644 0 0 {0}\nd d--755 0 0\nx ---644 0 0 {0}\n$\nl l--777 0 0 /some/where\n$\n",
-            s(&data)
-        ),
-    )
-    .unwrap();
-    let img = dir.join(format!("{name}.img"));
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(300 << 20)
-        .unwrap();
-    let mut a: Vec<&str> = vec!["-q", "-f", "-p", s(&proto)];
-    a.extend_from_slice(args);
-    a.push(s(&img));
-    let o = run_output("mkfs.xfs", &a);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    repair_clean(&img);
-    img
+    let text = format!(
+        "/dummy\n0 0\nd--755 0 0\nf ---644 0 0 {0}\ng ---644 0 0 {0}\nd d--755 0 0\nx ---644 0 0 {0}\n$\nl l--777 0 0 /some/where\n$\n",
+        s(&data)
+    );
+    common::xfs::mkfs_protofile(dir, name, &text, args, 300)
 }
 
 /// Apply `f` to a writer on `img`, in place.

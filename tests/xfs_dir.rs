@@ -40,20 +40,7 @@ fn image(dir: &Path, name: &str, args: &[&str], n: usize, data: bool) -> PathBuf
         p += &format!("pool_file_{i:04} ---644 0 0 {}\n", s(&src));
     }
     p += &format!("$\nkeep ---644 0 0 {}\n$\n", s(&src));
-    let proto = dir.join(format!("{name}.proto"));
-    std::fs::write(&proto, p).unwrap();
-    let img = dir.join(format!("{name}.img"));
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(300 << 20)
-        .unwrap();
-    let mut a: Vec<&str> = vec!["-q", "-f", "-p", s(&proto)];
-    a.extend_from_slice(args);
-    a.push(s(&img));
-    let o = run_output("mkfs.xfs", &a);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    repair_clean(&img);
-    img
+    common::xfs::mkfs_protofile(dir, name, &p, args, 300)
 }
 
 const POOL: usize = 800;

@@ -7,8 +7,10 @@
 
 mod common;
 
-use common::xfs::{apply_to_copy, db_bmap, db_byte, db_cat, db_field, db_ls, sb_value, xfs_db};
-use common::{onramp, onramp_ok, pattern, require, run_output, s, tempdir, InputGuard};
+use common::xfs::{
+    apply_to_copy, db_bmap, db_byte, db_cat, db_field, db_ls, repair_clean, sb_value, xfs_db,
+};
+use common::{onramp, onramp_ok, pattern, require, s, tempdir, InputGuard};
 use onramp::inject::FsAction;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,31 +43,7 @@ fn image_with(dir: &Path, name: &str, args: &[&str], big: usize, extra: &str) ->
     p += "$\nopt d--755 0 0\n$\n";
     p += extra;
     p += "$\n";
-    let proto = dir.join(format!("{name}.proto"));
-    std::fs::write(&proto, p).unwrap();
-    let img = dir.join(format!("{name}.img"));
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(300 << 20)
-        .unwrap();
-    let mut a: Vec<&str> = vec!["-q", "-f", "-p", s(&proto)];
-    a.extend_from_slice(args);
-    a.push(s(&img));
-    let o = run_output("mkfs.xfs", &a);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    repair_ok(&img);
-    img
-}
-
-fn repair_ok(img: &Path) {
-    let o = run_output("xfs_repair", &["-n", s(img)]);
-    assert!(
-        o.status.success(),
-        "xfs_repair -n {}:\n{}{}",
-        img.display(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::xfs::mkfs_protofile(dir, name, &p, args, 300)
 }
 
 fn customize_and_check(name: &str, args: &[&str]) {
@@ -126,7 +104,7 @@ fn customize_and_check(name: &str, args: &[&str]) {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     onramp_ok(&a);
     guard.check();
-    repair_ok(&out);
+    repair_clean(&out);
     assert_eq!(db_cat(&out, "/etc/hello"), b"hi there");
     assert_eq!(db_cat(&out, "/opt/a/up.bin"), updata);
     assert_eq!(db_cat(&out, "/big/new_entry"), b"new");
@@ -345,7 +323,7 @@ fn random_operation_sequences() {
         }
         let out = dir.path().join(format!("seq{seed}.img"));
         apply_to_copy(&img, &out, &actions).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        repair_ok(&out);
+        repair_clean(&out);
         // Every directory listing equals the model's children.
         for (p, m) in &model {
             if *m != M::Dir {
@@ -475,7 +453,7 @@ fn root_on_a_two_segment_linear_lv() {
     for (le, n, p) in segs {
         copy_range(&out, pe(p), &lv, le * mib, n * mib);
     }
-    repair_ok(&lv);
+    repair_clean(&lv);
     assert_eq!(db_cat(&lv, "/usr/local/bin/agent"), data);
     assert_eq!(db_cat(&lv, "/etc/agent.conf"), b"x=1");
     assert_eq!(db_cat(&lv, "/etc/keep"), pattern(3, 50_000));
@@ -596,7 +574,7 @@ fn azure_rhel_recipe_on_a_rhel_like_xfs_lvm_image() {
     for (le, n, p) in segs {
         copy_range(&vhd, pe(p), &lv, le * mib, n * mib);
     }
-    repair_ok(&lv);
+    repair_clean(&lv);
     assert_eq!(db_field(&lv, "/.autorelabel", "core.size"), "0");
     let names: Vec<String> = db_ls(&lv, "/etc/systemd/system")
         .into_iter()
@@ -650,7 +628,7 @@ fn leaf_form_directory_grows_and_shrinks() {
     });
     let out = dir.path().join("out.img");
     apply_to_copy(&img, &out, &actions).unwrap();
-    repair_ok(&out);
+    repair_clean(&out);
     let got: Vec<String> = db_ls(&out, "/big").into_iter().map(|e| e.0).collect();
     let mut want: Vec<String> = (0..200)
         .filter(|i| i % 7 != 0)

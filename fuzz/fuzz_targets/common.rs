@@ -151,3 +151,138 @@ pub fn fuzz_fs(data: &[u8]) {
         walk(&*fs);
     }
 }
+
+// ---- writer targets (ext4_write, xfs_write) -----------------------------------
+
+use onramp::inject::FsAction;
+use onramp::overlay::Overlay;
+
+/// A filesystem image made once per process by `mkfs` (`args`, then the
+/// file) on a sparse file of `size` bytes, or read from the file named by
+/// the environment variable `env` when set.
+pub fn mkfs_seed(env: &str, mkfs: &str, args: &[&str], size: u64) -> Vec<u8> {
+    if let Ok(p) = std::env::var(env) {
+        return std::fs::read(p).expect("read the seed image named by the environment");
+    }
+    let path = std::env::temp_dir().join(format!("onramp-fuzz-{mkfs}-{}.img", std::process::id()));
+    let f = std::fs::File::create(&path).expect("create seed image");
+    f.set_len(size).expect("size seed image");
+    let ok = std::process::Command::new(mkfs)
+        .args(args)
+        .arg(&path)
+        // mkfs.xfs refuses filesystems under 300 MiB unless run as fstests does.
+        .env("TEST_DIR", "1")
+        .env("TEST_DEV", "1")
+        .env("QA_CHECK_FS", "1")
+        .status()
+        .expect("run mkfs")
+        .success();
+    assert!(ok, "{mkfs} failed");
+    let img = std::fs::read(&path).expect("read seed image");
+    let _ = std::fs::remove_file(&path);
+    img
+}
+
+pub const NAMES: [&str; 8] = ["/a", "/b", "/etc", "/etc/x", "/etc/y", "/a/c", "/a/c/d", "/lost+found/z"];
+
+pub struct Input<'a>(pub &'a [u8]);
+impl Input<'_> {
+    pub fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    pub fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
+    }
+    pub fn path(&mut self) -> Option<String> {
+        let b = self.byte()?;
+        let base = NAMES[usize::from(b & 7)];
+        // Rarely a generated long or numbered name (directory growth, htree).
+        Some(match b >> 3 {
+            0..=23 => base.to_string(),
+            n => format!("{base}{}", "n".repeat(usize::from(n) * 8)),
+        })
+    }
+}
+
+
+/// Fuzz the `kind` writer: the input decodes to a few byte patches of `img`
+/// (usually none, so most runs exercise the writer on a valid filesystem),
+/// then a list of `FsAction`s over a small path vocabulary. After a
+/// successful apply on an unpatched image, the result must probe again and
+/// every file whose last action was a write must read back byte for byte.
+pub fn fuzz_writer(kind: &str, mut img: Vec<u8>, data: &[u8]) {
+    let mut inp = Input(data);
+    let Some(npatch) = inp.byte() else { return };
+    let npatch = if npatch >= 0xF0 { usize::from(npatch & 0xF) } else { 0 };
+    for _ in 0..npatch {
+        let (Some(off), Some(v)) = (inp.u16(), inp.byte()) else { return };
+        // Patches land in the first 64 KiB: superblock and the first metadata blocks.
+        img[usize::from(off)] = v;
+    }
+    let mut actions = Vec::new();
+    while actions.len() < 24 {
+        let Some(op) = inp.byte() else { break };
+        let Some(path) = inp.path() else { break };
+        let a = match op % 7 {
+            0 => FsAction::Mkdir { path, mode: 0o755 },
+            1 => {
+                let n = usize::from(inp.u16().unwrap_or(0)) % 40_000;
+                let fill = inp.byte().unwrap_or(1);
+                let data: Vec<u8> = (0..n).map(|i| fill.wrapping_add(i as u8)).collect();
+                FsAction::WriteFile { path, data, mode: 0o644, uid: 0, gid: 0 }
+            }
+            2 => FsAction::Symlink { target: inp.path().unwrap_or_default(), path },
+            3 => FsAction::Chmod { path, mode: u32::from(inp.u16().unwrap_or(0)) & 0o7777 },
+            4 => FsAction::Hardlink { target: inp.path().unwrap_or_default(), path },
+            5 => {
+                let n = usize::from(inp.u16().unwrap_or(0)) % 5_000;
+                let name = format!("user.k{}", inp.byte().unwrap_or(0) % 16);
+                FsAction::SetXattr { path, name, value: vec![b'v'; n] }
+            }
+            _ => FsAction::Delete { path },
+        };
+        actions.push(a);
+    }
+    let size = img.len() as u64;
+    let base: Arc<dyn BlockSource> = Arc::new(Mem(img));
+    let ov = Arc::new(Overlay::new(base, None));
+    let Ok(dev) = onramp::overlay::VolumeDev::range(ov.clone(), 0, size) else {
+        return;
+    };
+    let res = onramp::fs::write::apply(&dev, kind, &actions);
+    if res.is_err() || npatch != 0 {
+        return;
+    }
+    // The written filesystem still probes as `kind`, and can be walked.
+    let ov_src: Arc<dyn BlockSource> = ov.clone();
+    let fs = onramp::fs::probe(ov_src)
+        .expect("written filesystem fails to probe")
+        .expect("written filesystem not recognised");
+    walk(&*fs);
+    if actions.iter().any(|a| matches!(a, FsAction::Symlink { .. })) {
+        return;
+    }
+    for (i, a) in actions.iter().enumerate() {
+        let FsAction::WriteFile { path, data, .. } = a else { continue };
+        let later = actions[i + 1..].iter().any(|b| {
+            let p = match b {
+                FsAction::Mkdir { path, .. }
+                | FsAction::WriteFile { path, .. }
+                | FsAction::Symlink { path, .. }
+                | FsAction::Chmod { path, .. }
+                | FsAction::Hardlink { path, .. }
+                | FsAction::Chown { path, .. }
+                | FsAction::SetTimes { path, .. }
+                | FsAction::SetXattr { path, .. }
+                | FsAction::Delete { path } => path,
+            };
+            p == path || p.starts_with(path.as_str()) || path.starts_with(p.as_str())
+        });
+        if !later {
+            let got = fs.read_file(path, 1 << 20).expect("read back a written file");
+            assert!(got == *data, "{path}: content differs after write");
+        }
+    }
+}

@@ -224,8 +224,21 @@ pub fn mkfs_proto(
     args: &[&str],
     size_mib: u64,
 ) -> std::path::PathBuf {
+    let text = format!("/dummy\n0 0\nd--755 0 0\n{proto}$\n");
+    mkfs_protofile(dir, name, &text, args, size_mib)
+}
+
+/// A sparse `size_mib` image made by `mkfs.xfs -p` from the whole protofile
+/// `text`, with extra mkfs `args`; `xfs_repair -n` clean.
+pub fn mkfs_protofile(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    args: &[&str],
+    size_mib: u64,
+) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.proto"));
-    std::fs::write(&p, format!("/dummy\n0 0\nd--755 0 0\n{proto}$\n")).unwrap();
+    std::fs::write(&p, text).unwrap();
     let img = dir.join(format!("{name}.img"));
     std::fs::File::create(&img)
         .unwrap()

@@ -1204,19 +1204,7 @@ fn build_sf(parent: u64, ents: &[Ent]) -> Option<Vec<u8>> {
 /// `ents`, with its hash-sorted leaf and tail; header identity fields
 /// (blkno, lsn, uuid, owner) are left for the caller. `None` if it does not fit.
 fn build_block(dbs: usize, dino: u64, parent: u64, ents: &[Ent]) -> Option<Vec<u8>> {
-    let mut all = vec![
-        Ent {
-            name: b".".to_vec(),
-            ino: dino,
-            ftype: FT_DIR,
-        },
-        Ent {
-            name: b"..".to_vec(),
-            ino: parent,
-            ftype: FT_DIR,
-        },
-    ];
-    all.extend_from_slice(ents);
+    let all = with_dots(dino, parent, ents);
     let data: usize = all.iter().map(|e| entsize(e.name.len())).sum();
     let leaf_start = dbs.checked_sub(8 + 8 * all.len())?;
     let mut off = 64;
@@ -1251,6 +1239,18 @@ fn build_block(dbs: usize, dino: u64, parent: u64, ents: &[Ent]) -> Option<Vec<u
     }
     p32(&mut b, dbs - 8, all.len() as u32);
     Some(b)
+}
+
+/// A directory's entries as stored in its data blocks: "." and ".." first.
+fn with_dots(dino: u64, parent: u64, ents: &[Ent]) -> Vec<Ent> {
+    let dot = |name: &[u8], ino| Ent {
+        name: name.to_vec(),
+        ino,
+        ftype: FT_DIR,
+    };
+    let mut all = vec![dot(b".", dino), dot(b"..", parent)];
+    all.extend_from_slice(ents);
+    all
 }
 
 impl crate::fs::write::FsWriter for XfsWriter {

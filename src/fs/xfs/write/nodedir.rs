@@ -27,7 +27,7 @@
 //! adding or removing an entry usually leaves its mapping untouched.
 
 use super::btree::BNO;
-use super::{build_block, entsize, g16, g32, g64, p16, p32, p64, put, Ent, XfsWriter, FT_DIR};
+use super::{build_block, entsize, g16, g32, g64, p16, p32, p64, put, with_dots, Ent, XfsWriter};
 use crate::error::{Error, Result};
 use crate::fs::xfs::bmap::{data_extents, BmbtIrec};
 use crate::fs::xfs::crc;
@@ -249,19 +249,7 @@ impl XfsWriter {
                 }]);
             }
         }
-        let mut all = vec![
-            Ent {
-                name: b".".to_vec(),
-                ino: dino,
-                ftype: FT_DIR,
-            },
-            Ent {
-                name: b"..".to_vec(),
-                ino: parent,
-                ftype: FT_DIR,
-            },
-        ];
-        all.extend_from_slice(ents);
+        let all = with_dots(dino, parent, ents);
         let sizes: Vec<usize> = all.iter().map(|e| entsize(e.name.len())).collect();
         let cap = dbs - HDR;
         let packed = pack(&sizes, cap);
