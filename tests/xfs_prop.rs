@@ -365,11 +365,7 @@ fn check(img: &Path, m: &Model, r: &mut Sm, stats: &mut Stats) {
         }
         if d == BIG_DIR {
             stats.max_dir = stats.max_dir.max(got.len());
-            let f = db_field(img, &d, "core.format");
-            let nx: usize = db_field(img, &d, "core.nextents").parse().unwrap_or(0);
-            stats
-                .dir_forms
-                .insert(format!("{f} ({nx} extents, {} entries)", got.len()));
+            stats.dir_forms.insert(dir_form(img, &d));
         }
     }
     let paths: Vec<&String> = m.paths.keys().collect();
@@ -416,6 +412,36 @@ fn check(img: &Path, m: &Model, r: &mut Sm, stats: &mut Stats) {
     stats.icount = stats.icount.max(common::xfs::sb_value(img, "icount"));
 }
 
+/// Short form, block, leaf, node (free index blocks at
+/// XFS_DIR2_FREE_OFFSET, 64 GiB) or btree (bmbt data fork) directory `d`.
+fn dir_form(img: &Path, d: &str) -> String {
+    let f = db_field(img, d, "core.format");
+    let bs = common::xfs::sb_value(img, "blocksize") as u64;
+    let dbs = bs << common::xfs::sb_value(img, "dirblklog");
+    let bmap = common::xfs::db_bmap(img, d);
+    let leaf_off = (32u64 << 30) / bs;
+    let free_off = (64u64 << 30) / bs;
+    let form = if f.starts_with("1 ") {
+        "short form"
+    } else if f.starts_with("3 ") {
+        "btree"
+    } else if bmap.iter().any(|e| e.0 >= free_off) {
+        "node"
+    } else if bmap.iter().any(|e| e.0 >= leaf_off) {
+        "leaf"
+    } else {
+        "block"
+    };
+    let data = bmap
+        .iter()
+        .filter(|e| e.0 < leaf_off)
+        .map(|e| e.2)
+        .sum::<u64>()
+        * bs
+        / dbs;
+    format!("{form} ({} extents, {data} dir blocks)", bmap.len())
+}
+
 #[derive(Default, Debug)]
 struct Stats {
     max_dir: usize,
@@ -425,6 +451,74 @@ struct Stats {
     max_attrs: usize,
     max_extents: usize,
     icount: usize,
+}
+
+fn write(path: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> FsAction {
+    FsAction::WriteFile {
+        path: path.into(),
+        data: data.to_vec(),
+        mode,
+        uid,
+        gid,
+    }
+}
+
+/// Write 300 small files, fill every other free block with filler files
+/// (greedily, halving the size on each refusal), delete every other small
+/// file and write a file that can only be stored in those holes (many
+/// extents: a bmbt data fork), then delete the fillers (large free-space
+/// merges). Checked after every step.
+fn squeeze(img: &Path, m: &mut Model, r: &mut Sm, stats: &mut Stats) {
+    let bs = common::xfs::sb_value(img, "blocksize");
+    let mut ops = Vec::new();
+    for d in ["/b/frag", "/b/fill"] {
+        ops.push(Op::A(FsAction::Mkdir {
+            path: d.into(),
+            mode: 0o700,
+        }));
+        m.add(d, Kind::Dir, 0o700, 0, 0);
+    }
+    let n = 300;
+    for i in 0..n {
+        let p = format!("/b/frag/f{i}");
+        let d = pattern(r.next(), 2 * bs);
+        ops.push(Op::A(write(&p, &d, 0o644, 0, 0)));
+        m.add(&p, Kind::File(d), 0o644, 0, 0);
+    }
+    apply(img, &ops).unwrap_or_else(|e| panic!("squeeze: {e}"));
+    let mut size = 4usize << 20;
+    let mut fills = Vec::new();
+    while size >= bs {
+        let p = format!("/b/fill/x{}", fills.len());
+        let d = pattern(r.next(), size);
+        if apply(img, &[Op::A(write(&p, &d, 0o600, 1, 1))]).is_ok() {
+            m.add(&p, Kind::File(d), 0o600, 1, 1);
+            fills.push(p);
+        } else {
+            size /= 2;
+        }
+    }
+    check(img, m, r, stats);
+    let mut ops = Vec::new();
+    for i in (0..n).step_by(2) {
+        let p = format!("/b/frag/f{i}");
+        ops.push(Op::A(FsAction::Delete { path: p.clone() }));
+        m.paths.remove(&p);
+    }
+    let spread = pattern(r.next(), n / 4 * 2 * bs);
+    ops.push(Op::A(write("/b/frag/spread", &spread, 0o644, 0, 0)));
+    m.add("/b/frag/spread", Kind::File(spread), 0o644, 0, 0);
+    apply(img, &ops).unwrap_or_else(|e| panic!("squeeze holes: {e}"));
+    check(img, m, r, stats);
+    let ops: Vec<Op> = fills
+        .iter()
+        .map(|p| Op::A(FsAction::Delete { path: p.clone() }))
+        .collect();
+    apply(img, &ops).unwrap_or_else(|e| panic!("squeeze free: {e}"));
+    for p in fills {
+        m.paths.remove(&p);
+    }
+    check(img, m, r, stats);
 }
 
 const CONFIGS: &[(&str, &[&str], u64)] = &[
@@ -446,7 +540,7 @@ fn random_sequences_across_format_boundaries() {
     let n: u64 = std::env::var("ONRAMP_XFS_PROP_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(6);
     let dir = tempdir();
     for seed in 1..=n {
         let (cname, args, mib) = CONFIGS[(seed as usize - 1) % CONFIGS.len()];
@@ -465,9 +559,22 @@ fn random_sequences_across_format_boundaries() {
         m.add("/b", Kind::Dir, 0o755, 0, 0);
         let mut stats = Stats::default();
         let mut fill = 0;
+        if seed % 3 != 0 {
+            squeeze(&img, &mut m, &mut r, &mut stats);
+        }
         for b in 0..3 {
             let n = 50 + r.below(250) as usize;
-            let ops = batch(&mut r, &mut m, n, &mut fill);
+            let mut ops = batch(&mut r, &mut m, n, &mut fill);
+            if b == 1 {
+                // A burst of creates in one directory: leaf → node form.
+                for _ in 0..300 + r.below(400) {
+                    fill += 1;
+                    let p = format!("{BIG_DIR}/burst_of_entries_with_long_names_{fill:05}");
+                    let data = pattern(r.next(), r.below(200) as usize);
+                    ops.push(Op::A(write(&p, &data, 0o644, 0, 0)));
+                    m.add(&p, Kind::File(data), 0o644, 0, 0);
+                }
+            }
             apply(&img, &ops).unwrap_or_else(|e| panic!("seed {seed} ({cname}) batch {b}: {e}"));
             check(&img, &m, &mut r, &mut stats);
         }
