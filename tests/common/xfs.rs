@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use super::{run, s};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub fn xfs_db(img: &Path, cmds: &[&str]) -> String {
@@ -269,4 +270,153 @@ pub fn apply_to_copy(
     with_overlay(img, out, |dev| {
         onramp::fs::write::apply(dev, "xfs", actions).map_err(|e| e.to_string())
     })
+}
+
+/// `key = value` pairs of xfs_db output, in order.
+pub fn fields(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// An xfs_db string: quoted, non-printable bytes as `\ooo` octal escapes.
+pub fn unquote(v: &str) -> Vec<u8> {
+    let b = v.trim().trim_matches('"').as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(o)) => {
+                out.push(o.iter().fold(0u8, |a, c| a * 8 + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+pub fn prefix(root: &str, secure: &str) -> &'static str {
+    match (root, secure) {
+        ("1", _) => "trusted.",
+        (_, "1") => "security.",
+        _ => "user.",
+    }
+}
+
+/// Every attribute of `path` as xfs_db reads it (short form, or the leaf
+/// block's entries with local values and remote values from their blocks).
+pub fn db_attrs(img: &Path, path: &str) -> BTreeMap<String, Vec<u8>> {
+    let ino = db_ino(img, path);
+    let inode = format!("inode {ino}");
+    let mut out = BTreeMap::new();
+    let aformat = db_field(img, path, "core.aformat");
+    let forkoff = db_field(img, path, "core.forkoff");
+    if forkoff == "0" {
+        return out;
+    }
+    if aformat.starts_with("1 ") {
+        let f = fields(&xfs_db(img, &[&inode, "p a.sfattr"]));
+        let get = |i: usize, k: &str| {
+            f.iter()
+                .find(|(n, _)| *n == format!("a.sfattr.list[{i}].{k}"))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let count: usize = f
+            .iter()
+            .find(|(k, _)| k == "a.sfattr.hdr.count")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        for i in 0..count {
+            let name = String::from_utf8(unquote(&get(i, "name"))).unwrap();
+            let pre = prefix(&get(i, "root"), &get(i, "secure"));
+            out.insert(format!("{pre}{name}"), unquote(&get(i, "value")));
+        }
+        return out;
+    }
+    assert!(aformat.starts_with("2 "), "{path}: attr format {aformat}");
+    let leaf = xfs_db(img, &[&inode, "ablock 0", "p"]);
+    let f = fields(&leaf);
+    assert!(
+        f.iter()
+            .any(|(k, v)| k == "hdr.info.crc" && v.contains("(correct)")),
+        "{leaf}"
+    );
+    // entries[...] = [hashval,nameidx,incomplete,root,secure,local] lines follow.
+    let entries: Vec<Vec<String>> = leaf
+        .lines()
+        .skip_while(|l| !l.starts_with("entries["))
+        .skip(1)
+        .take_while(|l| l.contains(":["))
+        .map(|l| {
+            l.split_once(":[")
+                .unwrap()
+                .1
+                .trim_end()
+                .trim_end_matches(']')
+                .split(',')
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let bs = sb_value(img, "blocksize");
+    let mut prev_hash = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        let hash = u64::from_str_radix(e[0].trim_start_matches("0x"), 16).unwrap();
+        assert!(hash >= prev_hash, "{path}: leaf entries not in hash order");
+        prev_hash = hash;
+        let get = |k: &str| {
+            f.iter()
+                .find(|(n, _)| *n == format!("nvlist[{i}].{k}"))
+                .map(|(_, v)| v.clone())
+        };
+        let name = String::from_utf8(unquote(&get("name").unwrap())).unwrap();
+        let full = format!("{}{name}", prefix(&e[3], &e[4]));
+        let value = if e[5] == "1" {
+            // xfs_db prints no value line for an empty value.
+            match get("value") {
+                Some(v) => unquote(&v),
+                None if get("valuelen").as_deref() == Some("0") => Vec::new(),
+                None => panic!("{i}: {leaf}"),
+            }
+        } else {
+            let blk =
+                u64::from_str_radix(get("valueblk").unwrap().trim_start_matches("0x"), 16).unwrap();
+            let len: usize = get("valuelen").unwrap().parse().unwrap();
+            let nblk = len.div_ceil(bs - 56) as u64;
+            let mut cmds = vec![inode.clone()];
+            for b in blk..blk + nblk {
+                cmds.push(format!("ablock {b}"));
+                cmds.push("p".into());
+            }
+            let c: Vec<&str> = cmds.iter().map(String::as_str).collect();
+            let rf = fields(&xfs_db(img, &c));
+            let mut v = Vec::new();
+            for (k, x) in &rf {
+                match k.as_str() {
+                    "hdr.magic" => assert_eq!(x, "0x5841524d"),
+                    "hdr.crc" => assert!(x.contains("(correct)"), "{full}: remote crc {x}"),
+                    "hdr.offset" => assert_eq!(x.parse::<usize>().unwrap(), v.len()),
+                    "hdr.owner" => assert_eq!(x.parse::<u64>().unwrap(), ino),
+                    "data" => v.extend_from_slice(&unquote(x)),
+                    _ => {}
+                }
+            }
+            v.truncate(len);
+            assert_eq!(v.len(), len, "{full}: remote value length");
+            v
+        };
+        out.insert(full, value);
+    }
+    out
 }

@@ -578,7 +578,9 @@ impl XfsWriter {
             off += u64::from(got);
             left -= u64::from(got);
         }
-        p64(raw, 64, off);
+        // Add to di_nblocks rather than set it: a replaced file keeps its
+        // attribute fork blocks (leaf and remote values), which count too.
+        p64(raw, 64, g64(raw, 64).saturating_add(off));
         self.set_data_fork(raw, &recs)?;
         p64(raw, 56, data.len() as u64);
         Ok(())
