@@ -220,9 +220,8 @@ fn batch(r: &mut Sm, m: &mut Model, n: usize, fill: &mut usize) -> Vec<Op> {
                 if m.paths.contains_key(&p) {
                     continue;
                 }
-                // Targets up to 960 bytes: the writer puts a remote target in one
-                // block (968 bytes of a 1 KiB block), not the two the kernel may use.
-                let cap = [40, 960][r.below(2) as usize];
+                // Short (inline) or long (remote; two blocks at 1 KiB blocks).
+                let cap = [40, 1000][r.below(2) as usize];
                 let t = format!("/t{}", "y".repeat(r.below(cap) as usize));
                 ops.push(Op::A(FsAction::Symlink {
                     target: t.clone(),

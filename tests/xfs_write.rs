@@ -646,3 +646,32 @@ fn leaf_form_directory_grows_and_shrinks() {
         b"149"
     );
 }
+
+/// A symlink target longer than one 1 KiB block's payload (968 bytes) takes
+/// two blocks, as the kernel writes it (one "XSLM" header per extent).
+#[test]
+fn long_symlink_on_1k_blocks_takes_two_blocks() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempdir();
+    let img = image(dir.path(), "lnk", &["-b", "size=1024"], 0);
+    let out = dir.path().join("out.img");
+    let target = format!("/{}", "t".repeat(1020));
+    common::xfs::apply_to_copy(
+        &img,
+        &out,
+        &[FsAction::Symlink {
+            target: target.clone(),
+            path: "/etc/long".into(),
+        }],
+    )
+    .unwrap();
+    repair_clean(&out);
+    assert_eq!(db_field(&out, "/etc/long", "core.size"), "1021");
+    assert_eq!(db_field(&out, "/etc/long", "core.nblocks"), "2");
+    let src: std::sync::Arc<dyn onramp::block::BlockSource> =
+        std::sync::Arc::new(onramp::source::raw::RawReader::open(&out).unwrap());
+    let fs = onramp::fs::probe(src).unwrap().unwrap();
+    assert_eq!(fs.read_link("/etc/long").unwrap(), target);
+}

@@ -946,11 +946,7 @@ impl XfsWriter {
     fn symlink(&mut self, target: &str, path: &str, log: &mut Vec<String>) -> Result<()> {
         let t = target.as_bytes();
         let bs = self.bs();
-        if t.is_empty()
-            || t.len() > SYMLINK_MAXLEN
-            || t.len() > bs - XFS_SYMLINK_HDR_LEN
-            || t.contains(&0)
-        {
+        if t.is_empty() || t.len() > SYMLINK_MAXLEN || t.contains(&0) {
             return Err(Error::invalid(format!(
                 "symlink target {target:?}: empty, longer than {SYMLINK_MAXLEN} bytes or with a NUL"
             )));
@@ -966,26 +962,37 @@ impl XfsWriter {
             put(&mut raw, CORE, t);
             p64(&mut raw, 56, t.len() as u64);
         } else {
-            let (agno, agbno, _) = self.alloc(self.ag_of_ino(ino), 1)?;
-            let bpos = self.ag_pos(agno, agbno);
-            let mut b = vec![0u8; bs];
-            p32(&mut b, 0, XFS_SYMLINK_MAGIC);
-            p32(&mut b, 8, t.len() as u32);
-            put(&mut b, 16, &self.geo.meta_uuid);
-            p64(&mut b, 32, ino);
-            p64(&mut b, 40, bpos >> 9);
-            put(&mut b, XFS_SYMLINK_HDR_LEN, t);
-            self.write_meta(bpos, &mut b, XFS_SYMLINK_CRC_OFF)?;
-            let rec = BmbtIrec {
-                startoff: 0,
-                startblock: self.fsb(agno, agbno),
-                blockcount: 1,
-                unwritten: false,
-            };
-            put(&mut raw, CORE, &rec.encode());
-            Self::set_nextents(&mut raw, 1);
+            // Remote: as many blocks as the target needs with a header in
+            // each (`xfs_symlink_blocks`); like the kernel, each extent is one
+            // buffer with one "XSLM" header covering all its blocks.
+            let nblk = t.len().div_ceil(bs - XFS_SYMLINK_HDR_LEN) as u64;
+            let (mut recs, mut done, mut off) = (Vec::new(), 0usize, 0u64);
+            while done < t.len() {
+                let (agno, agbno, got) =
+                    self.alloc(self.ag_of_ino(ino), nblk.saturating_sub(off))?;
+                let bpos = self.ag_pos(agno, agbno);
+                let mut b = vec![0u8; got as usize * bs];
+                let n = (b.len() - XFS_SYMLINK_HDR_LEN).min(t.len() - done);
+                p32(&mut b, 0, XFS_SYMLINK_MAGIC);
+                p32(&mut b, 4, done as u32);
+                p32(&mut b, 8, n as u32);
+                put(&mut b, 16, &self.geo.meta_uuid);
+                p64(&mut b, 32, ino);
+                p64(&mut b, 40, bpos >> 9);
+                put(&mut b, XFS_SYMLINK_HDR_LEN, &t[done..done + n]);
+                self.write_meta(bpos, &mut b, XFS_SYMLINK_CRC_OFF)?;
+                done += n;
+                recs.push(BmbtIrec {
+                    startoff: off,
+                    startblock: self.fsb(agno, agbno),
+                    blockcount: u64::from(got),
+                    unwritten: false,
+                });
+                off += u64::from(got);
+            }
+            p64(&mut raw, 64, off);
+            self.set_data_fork(&mut raw, &recs)?;
             p64(&mut raw, 56, t.len() as u64);
-            p64(&mut raw, 64, 1);
         }
         self.iwrite(pos, &mut raw)?;
         self.add_entry(pino, name.as_bytes(), ino, FT_SYMLINK)?;
